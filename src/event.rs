@@ -1,0 +1,372 @@
+//! The camera event: ADC conversion and the two published wire formats.
+//!
+//! This module owns PROTOCOL.md §1's ADC → mV conversion and the byte layout
+//! of the published messages: wire format v1 (`SSEvent`, §4, 16 920 bytes,
+//! the default) and v2 (`SSReadout`, §5, 16 416 bytes).
+//!
+//! The builder assembles each event directly in an [`EventBuf`], whose
+//! layout is chosen so that *both* wire formats are contiguous slices of it:
+//!
+//! ```text
+//! byte 0        8             32                       16416          16928
+//!      | v2 hdr | v1 header   | f64[32][64] mV         | u64[32][2] ts |
+//!      |<--------------- v2 message ------------------>|               |
+//!               |<------------------- v1 message ---------------------->|
+//! ```
+//!
+//! so publishing an event writes a 24- or 32-byte header in place and hands
+//! the slice to ZeroMQ: no encoding copy. All fields are little-endian.
+//!
+//! Decoding for subscribers ([`EventView`]) casts a received message in place.
+//! Nothing here allocates, logs or blocks.
+
+use zerocopy::byteorder::little_endian::{F64, U64};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::packet::{N_MODULES, N_PIXELS, Readout};
+
+/// Millivolts per ADC count: PROTOCOL.md §1 writes `mV = v * 0.03815 * 2.0`.
+pub const MV_PER_COUNT: f64 = 0.03815 * 2.0;
+
+/// Raw ADC count to millivolts (PROTOCOL.md §1): flip the top bit, scale.
+///
+/// `raw ^ 0x8000` is the original's "if raw < 0x8000 then raw + 0x8000 else
+/// raw & 0x7FFF".
+#[inline(always)]
+pub fn adc_to_mv(raw: u16) -> f64 {
+    (raw ^ 0x8000) as f64 * MV_PER_COUNT
+}
+
+/// The raw ADC count whose conversion is nearest to `mv` (for simulators).
+pub fn mv_to_adc(mv: f64) -> u16 {
+    let v = (mv / MV_PER_COUNT).round().clamp(0.0, u16::MAX as f64) as u16;
+    v ^ 0x8000
+}
+
+/// Which wire format to publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// `SSEvent`, PROTOCOL.md §4: 16 920 bytes with per-module timestamps.
+    #[default]
+    V1,
+    /// `SSReadout`, PROTOCOL.md §5: 16 416 bytes.
+    V2,
+}
+
+impl Format {
+    /// Size of one message in this format.
+    pub const fn message_len(self) -> usize {
+        match self {
+            Format::V1 => V1_LEN,
+            Format::V2 => V2_LEN,
+        }
+    }
+}
+
+/// Bytes of a v1 message.
+pub const V1_LEN: usize = std::mem::size_of::<WireV1>();
+/// Bytes of a v2 message.
+pub const V2_LEN: usize = std::mem::size_of::<WireV2>();
+
+/// Wire format v1 (`SSEvent`), PROTOCOL.md §4.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct WireV1 {
+    pub event_number: U64,
+    pub run_number: U64,
+    /// Mean primary timestamp of the modules present, ns.
+    pub timestamp: U64,
+    /// mV, row = module; NaN rows for missing modules.
+    pub mv: [[F64; N_PIXELS]; N_MODULES],
+    /// (primary, aux) timestamps per module; zero for missing modules.
+    pub timestamps: [[U64; 2]; N_MODULES],
+}
+
+/// Wire format v2 (`SSReadout`), PROTOCOL.md §5.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct WireV2 {
+    pub readout_number: U64,
+    pub tack_ns: U64,
+    pub cpu_time_s: U64,
+    pub cpu_time_ns: U64,
+    pub mv: [[F64; N_PIXELS]; N_MODULES],
+}
+
+const _: () = assert!(V1_LEN == 16_920);
+const _: () = assert!(V2_LEN == 16_416);
+
+/// Where an event is assembled: both wire formats are slices of it.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C, align(32))]
+pub struct EventBuf {
+    head: [U64; 4],
+    mv: [[F64; N_PIXELS]; N_MODULES],
+    ts: [[U64; 2]; N_MODULES],
+}
+
+const V1_OFFSET: usize = 8;
+const _: () = assert!(std::mem::size_of::<EventBuf>() == V1_OFFSET + V1_LEN);
+
+/// The header fields of one event, filled in when it is emitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// 1, 2, 3 … in publication order.
+    pub number: u64,
+    pub run: u64,
+    /// Mean primary timestamp of the modules present, ns.
+    pub timestamp: u64,
+    /// Arrival time (CLOCK_REALTIME ns) of the newest datagram in the event:
+    /// v2's `cpu_time`, and deterministic under replay.
+    pub arrival_ns: u64,
+}
+
+impl EventBuf {
+    /// A zeroed buffer on the heap (16 928 bytes).
+    pub fn new_boxed() -> Box<EventBuf> {
+        EventBuf::new_box_zeroed().expect("allocating an event buffer")
+    }
+
+    /// Converts `r` into the row of `module`: ADC → mV and both timestamps.
+    #[inline]
+    pub fn fill_row(&mut self, module: usize, r: &Readout) {
+        let (lo, hi) = r.adc_halves();
+        let row = &mut self.mv[module];
+        for (dst, src) in row[..32].iter_mut().zip(lo) {
+            *dst = F64::new(adc_to_mv(src.get()));
+        }
+        for (dst, src) in row[32..].iter_mut().zip(hi) {
+            *dst = F64::new(adc_to_mv(src.get()));
+        }
+        self.ts[module] = [U64::new(r.primary_ts()), U64::new(r.aux_ts())];
+    }
+
+    /// Marks `module` missing: NaN row, zero timestamps (PROTOCOL.md §4).
+    #[inline]
+    pub fn clear_row(&mut self, module: usize) {
+        self.mv[module] = [F64::new(f64::NAN); N_PIXELS];
+        self.ts[module] = [U64::ZERO; 2];
+    }
+
+    /// The mV row of `module`.
+    pub fn row(&self, module: usize) -> [f64; N_PIXELS] {
+        self.mv[module].map(|v| v.get())
+    }
+
+    /// Primary timestamp stored for `module` (zero if missing).
+    pub fn primary_ts(&self, module: usize) -> u64 {
+        self.ts[module][0].get()
+    }
+
+    /// Writes the header for `format` in place and returns the message bytes.
+    pub fn encode(&mut self, format: Format, h: &EventHeader) -> &[u8] {
+        match format {
+            Format::V1 => {
+                self.head[1] = U64::new(h.number);
+                self.head[2] = U64::new(h.run);
+                self.head[3] = U64::new(h.timestamp);
+                &self.as_bytes()[V1_OFFSET..]
+            }
+            Format::V2 => {
+                self.head = [
+                    U64::new(h.number),
+                    U64::new(h.timestamp),
+                    U64::new(h.arrival_ns / 1_000_000_000),
+                    U64::new(h.arrival_ns % 1_000_000_000),
+                ];
+                &self.as_bytes()[..V2_LEN]
+            }
+        }
+    }
+}
+
+/// Why a received message is not an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError {
+    pub len: usize,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a message of {} bytes is neither wire format v1 ({V1_LEN} bytes) nor v2 ({V2_LEN} bytes)",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A published message, decoded in place.
+#[derive(Clone, Copy)]
+pub enum EventView<'a> {
+    V1(&'a WireV1),
+    V2(&'a WireV2),
+}
+
+impl<'a> EventView<'a> {
+    /// Recognises the format by the message length.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let err = DecodeError { len: bytes.len() };
+        match bytes.len() {
+            V1_LEN => WireV1::ref_from_bytes(bytes).map(EventView::V1).map_err(|_| err),
+            V2_LEN => WireV2::ref_from_bytes(bytes).map(EventView::V2).map_err(|_| err),
+            _ => Err(err),
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        match self {
+            EventView::V1(_) => Format::V1,
+            EventView::V2(_) => Format::V2,
+        }
+    }
+
+    /// Event (v1) or readout (v2) number: 1, 2, 3 … in publication order.
+    pub fn number(&self) -> u64 {
+        match self {
+            EventView::V1(w) => w.event_number.get(),
+            EventView::V2(w) => w.readout_number.get(),
+        }
+    }
+
+    /// Run number (v1 only).
+    pub fn run(&self) -> Option<u64> {
+        match self {
+            EventView::V1(w) => Some(w.run_number.get()),
+            EventView::V2(_) => None,
+        }
+    }
+
+    /// Event timestamp: the mean primary timestamp of the modules present, ns.
+    pub fn timestamp(&self) -> u64 {
+        match self {
+            EventView::V1(w) => w.timestamp.get(),
+            EventView::V2(w) => w.tack_ns.get(),
+        }
+    }
+
+    fn mv_rows(&self) -> &'a [[F64; N_PIXELS]; N_MODULES] {
+        match *self {
+            EventView::V1(w) => &w.mv,
+            EventView::V2(w) => &w.mv,
+        }
+    }
+
+    /// mV of `pixel` of `module` (NaN if the module is missing).
+    pub fn mv(&self, module: usize, pixel: usize) -> f64 {
+        self.mv_rows()[module][pixel].get()
+    }
+
+    /// The mV row of `module`.
+    pub fn row(&self, module: usize) -> [f64; N_PIXELS] {
+        self.mv_rows()[module].map(|v| v.get())
+    }
+
+    /// (primary, aux) timestamps of `module` (v1 only; zero if missing).
+    pub fn module_timestamps(&self, module: usize) -> Option<(u64, u64)> {
+        match self {
+            EventView::V1(w) => Some((w.timestamps[module][0].get(), w.timestamps[module][1].get())),
+            EventView::V2(_) => None,
+        }
+    }
+
+    /// Whether `module` contributed to this event (its row is not NaN).
+    pub fn has_module(&self, module: usize) -> bool {
+        !self.mv_rows()[module][0].get().is_nan()
+    }
+
+    /// Bit `m` set for each module present.
+    pub fn present_mask(&self) -> u32 {
+        (0..N_MODULES).filter(|&m| self.has_module(m)).fold(0, |acc, m| acc | 1 << m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adc_conversion_matches_the_protocol_formula_for_every_count() {
+        for raw in 0..=u16::MAX {
+            let v = if raw < 0x8000 { raw as u32 + 0x8000 } else { (raw & 0x7FFF) as u32 };
+            let expected = v as f64 * 0.03815 * 2.0;
+            assert_eq!(adc_to_mv(raw).to_bits(), expected.to_bits(), "raw {raw:#06x}");
+        }
+        assert_eq!(adc_to_mv(0x8000), 0.0);
+        assert_eq!(adc_to_mv(0x0000), 32768.0 * 0.03815 * 2.0);
+    }
+
+    #[test]
+    fn mv_to_adc_inverts_the_conversion() {
+        for raw in [0u16, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 12345] {
+            assert_eq!(mv_to_adc(adc_to_mv(raw)), raw);
+        }
+    }
+
+    fn sample(module: usize) -> Readout {
+        let adc: [u16; 64] = std::array::from_fn(|p| (module * 100 + p) as u16);
+        Readout::new(1_000 + module as u64, 2_000 + module as u64, &adc)
+    }
+
+    #[test]
+    fn v1_is_byte_exact_at_protocol_offsets() {
+        let mut b = EventBuf::new_boxed();
+        for m in 0..N_MODULES {
+            if m == 3 {
+                b.clear_row(m);
+            } else {
+                b.fill_row(m, &sample(m));
+            }
+        }
+        let h = EventHeader { number: 7, run: 42, timestamp: 1_234, arrival_ns: 5_000_000_123 };
+        let msg = b.encode(Format::V1, &h).to_vec();
+        assert_eq!(msg.len(), 16_920);
+        let u64_at = |o: usize| u64::from_le_bytes(msg[o..o + 8].try_into().unwrap());
+        let f64_at = |o: usize| f64::from_le_bytes(msg[o..o + 8].try_into().unwrap());
+        assert_eq!((u64_at(0), u64_at(8), u64_at(16)), (7, 42, 1_234));
+        // Row 2, pixel 5 at 24 + (2*64+5)*8.
+        assert_eq!(f64_at(24 + (2 * 64 + 5) * 8), adc_to_mv(205));
+        // Row 3 missing: NaN, timestamps zero.
+        assert!(f64_at(24 + 3 * 64 * 8).is_nan());
+        assert_eq!((u64_at(16408 + 3 * 16), u64_at(16408 + 3 * 16 + 8)), (0, 0));
+        // Module 31's (primary, aux).
+        assert_eq!((u64_at(16408 + 31 * 16), u64_at(16408 + 31 * 16 + 8)), (1_031, 2_031));
+
+        let v = EventView::parse(&msg).unwrap();
+        assert_eq!(v.format(), Format::V1);
+        assert_eq!((v.number(), v.run(), v.timestamp()), (7, Some(42), 1_234));
+        assert_eq!(v.mv(2, 5), adc_to_mv(205));
+        assert!(!v.has_module(3));
+        assert_eq!(v.present_mask(), !(1u32 << 3));
+        assert_eq!(v.module_timestamps(31), Some((1_031, 2_031)));
+    }
+
+    #[test]
+    fn v2_is_byte_exact_at_protocol_offsets() {
+        let mut b = EventBuf::new_boxed();
+        for m in 0..N_MODULES {
+            b.fill_row(m, &sample(m));
+        }
+        let h = EventHeader { number: 9, run: 1, timestamp: 77, arrival_ns: 5_000_000_123 };
+        let msg = b.encode(Format::V2, &h).to_vec();
+        assert_eq!(msg.len(), 16_416);
+        let u64_at = |o: usize| u64::from_le_bytes(msg[o..o + 8].try_into().unwrap());
+        assert_eq!((u64_at(0), u64_at(8), u64_at(16), u64_at(24)), (9, 77, 5, 123));
+        let f = f64::from_le_bytes(msg[32 + 8 * (31 * 64 + 63)..][..8].try_into().unwrap());
+        assert_eq!(f, adc_to_mv(31 * 100 + 63));
+        let v = EventView::parse(&msg).unwrap();
+        assert_eq!((v.format(), v.number(), v.run(), v.timestamp()), (Format::V2, 9, None, 77));
+        // Re-encoding as v1 afterwards still gives a valid v1 message.
+        let v1 = b.encode(Format::V1, &h).to_vec();
+        assert_eq!(EventView::parse(&v1).unwrap().number(), 9);
+    }
+
+    #[test]
+    fn wrong_lengths_do_not_decode() {
+        for n in [0, 16_919, 16_921, 16_415] {
+            assert_eq!(EventView::parse(&vec![0; n]).err(), Some(DecodeError { len: n }));
+        }
+    }
+}

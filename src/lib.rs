@@ -1,0 +1,30 @@
+//! ssdaq: slow-signal data acquisition for the CHEC-S Cherenkov camera.
+//!
+//! 32 TARGET-C modules send UDP datagrams of 144-byte readouts. ssdaq
+//! receives them, builds camera-wide events and publishes each one on ZeroMQ
+//! the moment it is complete. The data path, stage by stage:
+//!
+//! ```text
+//! TM 0..31 ─UDP─▶ recv ─▶ builder ─▶ publish ─ZMQ PUB─▶ listen (Rust, Python)
+//! ```
+//!
+//! * [`packet`]: the wire layout of a readout, validation, module numbering;
+//! * [`event`]: ADC → mV and the published wire formats v1/v2;
+//! * [`builder`]: the timestamp-indexed ring of event slots;
+//! * [`recv`]: UDP receive (io_uring multishot, recvmmsg fallback);
+//! * [`publish`] / [`listen`]: the ZeroMQ publisher and subscriber API;
+//! * [`pipeline`]: the live daemon's stages, threads and shutdown;
+//! * [`metrics`]: counters and latency histograms of every stage;
+//! * [`sim`]: a simulated camera (used by `tm-ss-sim` and `ssdaqd --demo`).
+//!
+//! The binaries (`ssdaqd`, `ssdaq-listen`, `tm-ss-sim`) are thin: they parse
+//! flags and call into this library.
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("ssdaq assumes a little-endian host");
+
+pub mod event;
+pub mod packet;
+pub mod clock;
+pub mod recv;
+pub mod sim;

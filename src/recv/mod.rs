@@ -1,0 +1,1 @@
+//! UDP receive (placeholder: being written).

@@ -1,0 +1,1 @@
+//! Simulated camera (placeholder: being written).
