@@ -210,8 +210,12 @@ impl<'a> EventView<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let err = DecodeError { len: bytes.len() };
         match bytes.len() {
-            V1_LEN => WireV1::ref_from_bytes(bytes).map(EventView::V1).map_err(|_| err),
-            V2_LEN => WireV2::ref_from_bytes(bytes).map(EventView::V2).map_err(|_| err),
+            V1_LEN => WireV1::ref_from_bytes(bytes)
+                .map(EventView::V1)
+                .map_err(|_| err),
+            V2_LEN => WireV2::ref_from_bytes(bytes)
+                .map(EventView::V2)
+                .map_err(|_| err),
             _ => Err(err),
         }
     }
@@ -267,7 +271,9 @@ impl<'a> EventView<'a> {
     /// (primary, aux) timestamps of `module` (v1 only; zero if missing).
     pub fn module_timestamps(&self, module: usize) -> Option<(u64, u64)> {
         match self {
-            EventView::V1(w) => Some((w.timestamps[module][0].get(), w.timestamps[module][1].get())),
+            EventView::V1(w) => {
+                Some((w.timestamps[module][0].get(), w.timestamps[module][1].get()))
+            }
             EventView::V2(_) => None,
         }
     }
@@ -279,7 +285,9 @@ impl<'a> EventView<'a> {
 
     /// Bit `m` set for each module present.
     pub fn present_mask(&self) -> u32 {
-        (0..N_MODULES).filter(|&m| self.has_module(m)).fold(0, |acc, m| acc | 1 << m)
+        (0..N_MODULES)
+            .filter(|&m| self.has_module(m))
+            .fold(0, |acc, m| acc | 1 << m)
     }
 }
 
@@ -290,9 +298,17 @@ mod tests {
     #[test]
     fn adc_conversion_matches_the_protocol_formula_for_every_count() {
         for raw in 0..=u16::MAX {
-            let v = if raw < 0x8000 { raw as u32 + 0x8000 } else { (raw & 0x7FFF) as u32 };
+            let v = if raw < 0x8000 {
+                raw as u32 + 0x8000
+            } else {
+                (raw & 0x7FFF) as u32
+            };
             let expected = v as f64 * 0.03815 * 2.0;
-            assert_eq!(adc_to_mv(raw).to_bits(), expected.to_bits(), "raw {raw:#06x}");
+            assert_eq!(
+                adc_to_mv(raw).to_bits(),
+                expected.to_bits(),
+                "raw {raw:#06x}"
+            );
         }
         assert_eq!(adc_to_mv(0x8000), 0.0);
         assert_eq!(adc_to_mv(0x0000), 32768.0 * 0.03815 * 2.0);
@@ -320,7 +336,12 @@ mod tests {
                 b.fill_row(m, &sample(m));
             }
         }
-        let h = EventHeader { number: 7, run: 42, timestamp: 1_234, arrival_ns: 5_000_000_123 };
+        let h = EventHeader {
+            number: 7,
+            run: 42,
+            timestamp: 1_234,
+            arrival_ns: 5_000_000_123,
+        };
         let msg = b.encode(Format::V1, &h).to_vec();
         assert_eq!(msg.len(), 16_920);
         let u64_at = |o: usize| u64::from_le_bytes(msg[o..o + 8].try_into().unwrap());
@@ -332,7 +353,10 @@ mod tests {
         assert!(f64_at(24 + 3 * 64 * 8).is_nan());
         assert_eq!((u64_at(16408 + 3 * 16), u64_at(16408 + 3 * 16 + 8)), (0, 0));
         // Module 31's (primary, aux).
-        assert_eq!((u64_at(16408 + 31 * 16), u64_at(16408 + 31 * 16 + 8)), (1_031, 2_031));
+        assert_eq!(
+            (u64_at(16408 + 31 * 16), u64_at(16408 + 31 * 16 + 8)),
+            (1_031, 2_031)
+        );
 
         let v = EventView::parse(&msg).unwrap();
         assert_eq!(v.format(), Format::V1);
@@ -349,15 +373,26 @@ mod tests {
         for m in 0..N_MODULES {
             b.fill_row(m, &sample(m));
         }
-        let h = EventHeader { number: 9, run: 1, timestamp: 77, arrival_ns: 5_000_000_123 };
+        let h = EventHeader {
+            number: 9,
+            run: 1,
+            timestamp: 77,
+            arrival_ns: 5_000_000_123,
+        };
         let msg = b.encode(Format::V2, &h).to_vec();
         assert_eq!(msg.len(), 16_416);
         let u64_at = |o: usize| u64::from_le_bytes(msg[o..o + 8].try_into().unwrap());
-        assert_eq!((u64_at(0), u64_at(8), u64_at(16), u64_at(24)), (9, 77, 5, 123));
+        assert_eq!(
+            (u64_at(0), u64_at(8), u64_at(16), u64_at(24)),
+            (9, 77, 5, 123)
+        );
         let f = f64::from_le_bytes(msg[32 + 8 * (31 * 64 + 63)..][..8].try_into().unwrap());
         assert_eq!(f, adc_to_mv(31 * 100 + 63));
         let v = EventView::parse(&msg).unwrap();
-        assert_eq!((v.format(), v.number(), v.run(), v.timestamp()), (Format::V2, 9, None, 77));
+        assert_eq!(
+            (v.format(), v.number(), v.run(), v.timestamp()),
+            (Format::V2, 9, None, 77)
+        );
         // Re-encoding as v1 afterwards still gives a valid v1 message.
         let v1 = b.encode(Format::V1, &h).to_vec();
         assert_eq!(EventView::parse(&v1).unwrap().number(), 9);
@@ -366,7 +401,10 @@ mod tests {
     #[test]
     fn wrong_lengths_do_not_decode() {
         for n in [0, 16_919, 16_921, 16_415] {
-            assert_eq!(EventView::parse(&vec![0; n]).err(), Some(DecodeError { len: n }));
+            assert_eq!(
+                EventView::parse(&vec![0; n]).err(),
+                Some(DecodeError { len: n })
+            );
         }
     }
 }

@@ -23,8 +23,9 @@
 #[cfg(not(target_endian = "little"))]
 compile_error!("ssdaq assumes a little-endian host");
 
+pub mod builder;
+pub mod clock;
 pub mod event;
 pub mod packet;
-pub mod clock;
 pub mod recv;
 pub mod sim;

@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(&b[0..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&b[8..10], &[0x01, 0x00]); // pixel 0
         assert_eq!(&b[70..72], &[0x01, 31]); // pixel 31
-        assert_eq!(&b[72..80], &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+        assert_eq!(
+            &b[72..80],
+            &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]
+        );
         assert_eq!(&b[80..82], &[0x01, 32]); // pixel 32
         assert_eq!(&b[142..144], &[0x01, 63]); // pixel 63
     }
@@ -248,11 +251,20 @@ mod tests {
     #[test]
     fn a_datagram_of_143_bytes_is_bad_length() {
         let d = datagram(&[10]);
-        assert_eq!(parse(&d[..143], false, SRC, false).err(), Some(Reject::BadLength));
-        assert_eq!(parse(&d[..1], false, SRC, false).err(), Some(Reject::BadLength));
+        assert_eq!(
+            parse(&d[..143], false, SRC, false).err(),
+            Some(Reject::BadLength)
+        );
+        assert_eq!(
+            parse(&d[..1], false, SRC, false).err(),
+            Some(Reject::BadLength)
+        );
         let mut long = d.clone();
         long.push(0);
-        assert_eq!(parse(&long, false, SRC, false).err(), Some(Reject::BadLength));
+        assert_eq!(
+            parse(&long, false, SRC, false).err(),
+            Some(Reject::BadLength)
+        );
     }
 
     #[test]
@@ -279,7 +291,10 @@ mod tests {
     fn unknown_source_is_refused_unless_relaxed() {
         let d = datagram(&[10]);
         let far = Ipv4Addr::new(127, 0, 0, 140);
-        assert_eq!(parse(&d, false, far, false).err(), Some(Reject::UnknownSource));
+        assert_eq!(
+            parse(&d, false, far, false).err(),
+            Some(Reject::UnknownSource)
+        );
         assert_eq!(parse(&d, false, far, true).unwrap().module, 8);
     }
 
@@ -287,7 +302,11 @@ mod tests {
     fn nonsense_timestamps_are_refused() {
         for ts in [&[0u64][..], &[10, 10], &[10, 9], &[10, 20, 15]] {
             let d = datagram(ts);
-            assert_eq!(parse(&d, false, SRC, false).err(), Some(Reject::BadTimestamp), "{ts:?}");
+            assert_eq!(
+                parse(&d, false, SRC, false).err(),
+                Some(Reject::BadTimestamp),
+                "{ts:?}"
+            );
         }
     }
 }

@@ -1,0 +1,1478 @@
+//! The event builder: readouts in, camera events out, in timestamp order.
+//!
+//! This module owns the ring of event slots and every decision about which
+//! readouts form an event. It is fed datagrams with their arrival time and
+//! source (live from [`crate::recv`], or from a raw dump by the replay) and
+//! hands finished events to an [`EventSink`]. It never reads a clock, never
+//! allocates after construction, never logs per datagram and never blocks:
+//! its only notion of time is the arrival stamps it is given and the
+//! `advance(now)` calls of its owner, which is what makes a replay of a raw
+//! dump reproduce the live event stream byte for byte.
+//!
+//! # How readouts become events
+//!
+//! * A datagram is validated by [`packet::parse`] (length, source module,
+//!   timestamps) and checked against the camera's timeline (below). A
+//!   refused datagram is counted by cause and changes nothing else.
+//! * Each readout is matched on its **primary timestamp**: it joins the
+//!   pending slot whose anchor (the first timestamp seen for that event) is
+//!   within `window_ns`, never on arrival order (PROTOCOL.md §7). Slots are
+//!   kept in timestamp order; each module remembers where its last readout
+//!   went, so regular data finds its slot in O(1) and irregular data by
+//!   binary search. A readout is converted ADC → mV straight into the slot.
+//! * A readout for a module already present in its slot is a **duplicate**;
+//!   one older than the last emitted event is **late**. Both are counted and
+//!   dropped, never merged.
+//! * A slot is emitted, oldest first, as soon as it is
+//!   - **complete**: every expected module is present; or
+//!   - **passed**: every missing expected module has already delivered a
+//!     readout for a newer event, so (modules send in time order) its readout
+//!     for this one was lost — this resolves a lost datagram at the module's
+//!     next datagram instead of waiting for the timeout; or
+//!   - **expired**: `timeout_ns` after its first readout arrived (on the
+//!     packet clock, or the wall clock via `advance`, so a silent camera
+//!     still flushes); or
+//!   - **forced**: the ring is full and the oldest slot must make room.
+//!
+//!   Missing modules get NaN rows and zero timestamps. Events are numbered
+//!   1, 2, 3 … in the order they are emitted.
+//! * The **expected set** is learned: modules whose datagrams were accepted
+//!   within `module_timeout_ns`; or fixed with `modules`. After a quiet spell
+//!   (nobody expected) the builder first listens for `timeout_ns` before it
+//!   calls anything complete, so the first module to speak does not make
+//!   one-module events of a 32-module camera.
+//! * The **timeline**: a datagram whose timestamps lie more than
+//!   `max_jump_ns` from the newest accepted timestamp is *out of sync*
+//!   (a restarted module, a corrupt clock): counted and dropped, and since it
+//!   does not count as hearing from the module, a module that stays out of
+//!   sync drops out of the expected set. When most of the active modules are
+//!   out of sync together (the camera's clock was reset) the builder emits
+//!   what it holds and follows the new timeline. After `module_timeout_ns`
+//!   without any accepted datagram the timeline starts afresh.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use crate::event::{EventBuf, EventHeader, Format};
+use crate::packet::{self, N_MODULES, Readout, Reject};
+
+/// Every module of the camera, as a bit mask.
+pub const ALL_MODULES: u32 = u32::MAX;
+
+/// Whether `present` holds every module of a non-empty `expected` set.
+#[inline]
+pub fn covers(present: u32, expected: u32) -> bool {
+    expected != 0 && present & expected == expected
+}
+
+/// Builder settings. All times are nanoseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuilderConfig {
+    /// Readouts whose primary timestamps differ by at most this are the same
+    /// event. Must stay well under half the readout spacing (4 ms at the
+    /// camera's real rate, 40 µs at 100×).
+    pub window_ns: u64,
+    /// A slot still incomplete this long after its first readout arrived is
+    /// emitted partial.
+    pub timeout_ns: u64,
+    /// A module not heard from for this long is no longer waited for.
+    pub module_timeout_ns: u64,
+    /// Fixed expected modules (bit mask) instead of the learned set.
+    pub modules: Option<u32>,
+    /// Fold out-of-range module numbers `% 32` instead of refusing them.
+    pub relaxed_ip: bool,
+    /// Written into every v1 event.
+    pub run_number: u64,
+    /// Event slots in the ring: the most events that can be pending at once.
+    pub slots: usize,
+    /// Timestamps further than this from the camera's timeline are out of sync.
+    pub max_jump_ns: u64,
+}
+
+impl Default for BuilderConfig {
+    fn default() -> Self {
+        BuilderConfig {
+            window_ns: 10_000,
+            timeout_ns: 100_000_000,
+            module_timeout_ns: 2_000_000_000,
+            modules: None,
+            relaxed_ip: false,
+            run_number: 0,
+            slots: 1024,
+            max_jump_ns: 10_000_000_000,
+        }
+    }
+}
+
+impl BuilderConfig {
+    /// Checks the settings against each other; the message names the flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window_ns == 0 {
+            return Err("--window-ns must be at least 1".into());
+        }
+        if self.timeout_ns == 0 {
+            return Err("--timeout-ms must be positive".into());
+        }
+        if self.module_timeout_ns <= self.timeout_ns {
+            return Err(format!(
+                "--module-timeout ({} ms) must be longer than --timeout-ms ({} ms)",
+                self.module_timeout_ns / 1_000_000,
+                self.timeout_ns / 1_000_000
+            ));
+        }
+        if self.max_jump_ns < self.module_timeout_ns {
+            return Err("--max-jump must be at least --module-timeout".into());
+        }
+        if !(1..=65_536).contains(&self.slots) {
+            return Err(format!("--slots must be 1..=65536, not {}", self.slots));
+        }
+        if self.modules == Some(0) {
+            return Err("--modules names no module".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses a module set such as `0-31`, `0,2,5-7` into a bit mask.
+pub fn parse_module_set(s: &str) -> Result<u32, String> {
+    let mut mask = 0u32;
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |x: &str| -> Result<usize, String> {
+            x.parse::<usize>()
+                .ok()
+                .filter(|&m| m < N_MODULES)
+                .ok_or_else(|| format!("`{x}` is not a module number 0..31"))
+        };
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b {
+            return Err(format!("`{part}` is an empty range"));
+        }
+        for m in a..=b {
+            mask |= 1 << m;
+        }
+    }
+    if mask == 0 {
+        return Err(format!("`{s}` names no module"));
+    }
+    Ok(mask)
+}
+
+/// Formats a module mask compactly, e.g. `0-4,6-31`.
+pub fn format_module_set(mask: u32) -> String {
+    let mut out = String::new();
+    let mut m = 0;
+    while m < N_MODULES {
+        if mask & (1 << m) == 0 {
+            m += 1;
+            continue;
+        }
+        let start = m;
+        while m + 1 < N_MODULES && mask & (1 << (m + 1)) != 0 {
+            m += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == m {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{m}"));
+        }
+        m += 1;
+    }
+    if out.is_empty() { "none".into() } else { out }
+}
+
+/// Why an event was emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// Every expected module present.
+    Complete,
+    /// Every missing expected module has moved on to newer events.
+    Passed,
+    /// Timed out.
+    Expired,
+    /// Pushed out to make room in a full ring.
+    Forced,
+    /// Emitted at the end of a run or at a timeline reset.
+    Flushed,
+}
+
+impl Emit {
+    pub const ALL: [Emit; 5] = [
+        Emit::Complete,
+        Emit::Passed,
+        Emit::Expired,
+        Emit::Forced,
+        Emit::Flushed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Emit::Complete => "complete",
+            Emit::Passed => "passed",
+            Emit::Expired => "expired",
+            Emit::Forced => "forced",
+            Emit::Flushed => "flushed",
+        }
+    }
+}
+
+/// An event handed to the sink. It borrows the slot: encode or copy what you
+/// need before returning.
+pub struct Event<'a> {
+    pub header: EventHeader,
+    /// Modules present (bit m for module m).
+    pub present: u32,
+    /// Modules the builder waited for.
+    pub expected: u32,
+    pub reason: Emit,
+    buf: &'a mut EventBuf,
+}
+
+impl Event<'_> {
+    /// Every expected module present.
+    pub fn is_complete(&self) -> bool {
+        covers(self.present, self.expected)
+    }
+
+    /// The message in `format`, written in place in the slot.
+    pub fn encode(&mut self, format: Format) -> &[u8] {
+        self.buf.encode(format, &self.header)
+    }
+
+    /// The assembled rows and timestamps.
+    pub fn buf(&self) -> &EventBuf {
+        self.buf
+    }
+}
+
+/// Where the builder puts finished events.
+pub trait EventSink {
+    fn event(&mut self, ev: Event<'_>);
+}
+
+impl<F: FnMut(Event<'_>)> EventSink for F {
+    fn event(&mut self, ev: Event<'_>) {
+        self(ev)
+    }
+}
+
+/// A datagram as the builder sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    pub payload: &'a [u8],
+    pub src: Ipv4Addr,
+    /// CLOCK_REALTIME ns when the daemon took it from the socket.
+    pub arrival_ns: u64,
+    /// The kernel cut it to fit the receive buffer.
+    pub truncated: bool,
+}
+
+/// Counters of one module.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModuleCounters {
+    /// Datagrams accepted.
+    pub datagrams: u64,
+    /// Readouts placed in an event.
+    pub readouts: u64,
+    /// Payload bytes accepted.
+    pub bytes: u64,
+    /// Datagrams refused, by [`Reject`] cause (UnknownSource stays zero).
+    pub rejected: [u64; Reject::ALL.len()],
+    /// Datagrams out of sync with the camera's timeline.
+    pub out_of_sync: u64,
+    /// Readouts older than the last emitted event.
+    pub late: u64,
+    /// Readouts for an event that already held this module.
+    pub duplicate: u64,
+    /// Events emitted without this module while it was expected.
+    pub missing: u64,
+}
+
+/// How many distinct unknown source addresses are counted individually.
+pub const UNKNOWN_SOURCES: usize = 16;
+
+/// Everything the builder counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuilderStats {
+    pub modules: [ModuleCounters; N_MODULES],
+    /// Datagrams refused, by cause, over all modules and unknown sources.
+    pub rejected: [u64; Reject::ALL.len()],
+    /// Out-of-sync datagrams over all modules.
+    pub out_of_sync: u64,
+    /// Unknown source addresses and their datagram counts (first 16 seen).
+    pub unknown_sources: Vec<(Ipv4Addr, u64)>,
+    /// Unknown-source datagrams from addresses beyond the first 16.
+    pub unknown_other: u64,
+    /// Events emitted, by [`Emit`] reason.
+    pub emitted: [u64; Emit::ALL.len()],
+    /// Events emitted with every expected module present.
+    pub complete: u64,
+    /// Camera clock resets followed.
+    pub resyncs: u64,
+    /// The most slots ever pending at once.
+    pub pending_max: usize,
+}
+
+impl BuilderStats {
+    pub fn events(&self) -> u64 {
+        self.emitted.iter().sum()
+    }
+    pub fn partial(&self) -> u64 {
+        self.events() - self.complete
+    }
+    pub fn datagrams(&self) -> u64 {
+        self.modules.iter().map(|m| m.datagrams).sum()
+    }
+    pub fn readouts(&self) -> u64 {
+        self.modules.iter().map(|m| m.readouts).sum()
+    }
+    pub fn late(&self) -> u64 {
+        self.modules.iter().map(|m| m.late).sum()
+    }
+    pub fn duplicate(&self) -> u64 {
+        self.modules.iter().map(|m| m.duplicate).sum()
+    }
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum::<u64>() + self.out_of_sync
+    }
+}
+
+/// What happened to one datagram, for the caller's logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted; this many of its readouts were late or duplicates.
+    Accepted {
+        dropped_readouts: u32,
+    },
+    Rejected(Reject),
+    OutOfSync,
+}
+
+#[derive(Clone, Copy, Default)]
+struct SlotMeta {
+    anchor: u64,
+    present: u32,
+    created_ns: u64,
+    last_arrival_ns: u64,
+    ts_sum: u128,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ModuleState {
+    /// Arrival of the last accepted datagram.
+    last_heard_ns: Option<u64>,
+    /// Arrival of the last datagram from this module of any kind.
+    last_seen_ns: Option<u64>,
+    /// Anchor of the newest slot this module contributed to.
+    last_anchor: u64,
+    /// Logical position just after its last slot: where its next readout
+    /// most likely goes.
+    hint: u64,
+    /// First timestamp of its latest datagram, if that was out of sync.
+    out_of_sync_ts: Option<u64>,
+}
+
+/// The event builder. See the module documentation.
+pub struct Builder {
+    cfg: BuilderConfig,
+    bufs: Vec<Box<EventBuf>>,
+    meta: Vec<SlotMeta>,
+    /// Free slot ids, used last-in first-out so few slots stay hot in cache.
+    free: Vec<u32>,
+    /// Pending slot ids in timestamp order.
+    order: VecDeque<u32>,
+    /// Logical position of `order[0]`.
+    front_pos: u64,
+    modules: [ModuleState; N_MODULES],
+    expected: u32,
+    /// No module of the learned set can time out before this.
+    next_module_expiry_ns: u64,
+    learning_until: Option<u64>,
+    now_ns: u64,
+    last_accept_ns: Option<u64>,
+    watermark: Option<u64>,
+    head_ts: Option<u64>,
+    next_event: u64,
+    stats: BuilderStats,
+}
+
+impl Builder {
+    /// A builder with all its memory allocated up front.
+    ///
+    /// Panics if `cfg` does not [validate](BuilderConfig::validate).
+    pub fn new(cfg: BuilderConfig) -> Builder {
+        if let Err(e) = cfg.validate() {
+            panic!("invalid builder configuration: {e}");
+        }
+        let n = cfg.slots;
+        Builder {
+            bufs: (0..n).map(|_| EventBuf::new_boxed()).collect(),
+            meta: vec![SlotMeta::default(); n],
+            free: (0..n as u32).rev().collect(),
+            order: VecDeque::with_capacity(n),
+            front_pos: 0,
+            modules: [ModuleState::default(); N_MODULES],
+            expected: cfg.modules.unwrap_or(0),
+            next_module_expiry_ns: 0,
+            learning_until: None,
+            now_ns: 0,
+            last_accept_ns: None,
+            watermark: None,
+            head_ts: None,
+            next_event: 1,
+            stats: BuilderStats {
+                unknown_sources: Vec::with_capacity(UNKNOWN_SOURCES),
+                ..Default::default()
+            },
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &BuilderConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &BuilderStats {
+        &self.stats
+    }
+
+    /// The modules currently waited for.
+    pub fn expected(&self) -> u32 {
+        self.expected
+    }
+
+    /// Slots currently holding an unfinished event.
+    pub fn pending(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The builder's clock: the newest arrival or `advance` time seen.
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Takes one datagram: validates it, places its readouts, and emits every
+    /// event that became ready.
+    pub fn push(&mut self, d: Datagram<'_>, sink: &mut impl EventSink) -> Outcome {
+        self.advance(d.arrival_ns, sink);
+        let pkt = match packet::parse(d.payload, d.truncated, d.src, self.cfg.relaxed_ip) {
+            Ok(p) => p,
+            Err(cause) => {
+                self.count_reject(cause, d.src);
+                return Outcome::Rejected(cause);
+            }
+        };
+        let m = pkt.module as usize;
+        self.modules[m].last_seen_ns = Some(self.now_ns);
+        if !self.in_sync(m, pkt.readouts, sink) {
+            return Outcome::OutOfSync;
+        }
+        self.hear(m);
+        let mc = &mut self.stats.modules[m];
+        mc.datagrams += 1;
+        mc.bytes += d.payload.len() as u64;
+        let mut dropped = 0;
+        for r in pkt.readouts {
+            if !self.place(m, r, d.arrival_ns, sink) {
+                dropped += 1;
+            }
+        }
+        self.emit_ready(sink);
+        Outcome::Accepted {
+            dropped_readouts: dropped,
+        }
+    }
+
+    /// Moves the builder's clock to `now_ns` (if later) and emits what
+    /// became ready: expired slots, slots no longer waiting for a module
+    /// that fell silent. Call it when no datagram arrives (wall clock).
+    pub fn advance(&mut self, now_ns: u64, sink: &mut impl EventSink) {
+        if now_ns > self.now_ns {
+            self.now_ns = now_ns;
+        }
+        let now = self.now_ns;
+        if self.cfg.modules.is_none() && now >= self.next_module_expiry_ns {
+            self.expire_modules();
+        }
+        if self
+            .last_accept_ns
+            .is_some_and(|t| now >= t + self.cfg.module_timeout_ns)
+        {
+            // The camera fell silent: finish everything and start a new timeline.
+            self.flush_all(Emit::Expired, sink);
+            self.reset_timeline();
+        }
+        if self.learning_until.is_some_and(|t| now >= t) {
+            self.learning_until = None;
+        }
+        self.emit_ready(sink);
+    }
+
+    /// Emits every pending event, oldest first (end of run).
+    pub fn flush(&mut self, sink: &mut impl EventSink) {
+        self.flush_all(Emit::Flushed, sink);
+    }
+
+    /// Drops silent modules from the learned expected set.
+    fn expire_modules(&mut self) {
+        let mut next = u64::MAX;
+        let mut set = self.expected;
+        while set != 0 {
+            let m = set.trailing_zeros() as usize;
+            set &= set - 1;
+            let until = self.modules[m]
+                .last_heard_ns
+                .map_or(0, |t| t + self.cfg.module_timeout_ns);
+            if self.now_ns >= until {
+                self.expected &= !(1 << m);
+            } else {
+                next = next.min(until);
+            }
+        }
+        self.next_module_expiry_ns = next;
+    }
+
+    fn count_reject(&mut self, cause: Reject, src: Ipv4Addr) {
+        self.stats.rejected[cause.index()] += 1;
+        if cause == Reject::UnknownSource {
+            let s = &mut self.stats;
+            if let Some(e) = s.unknown_sources.iter_mut().find(|(a, _)| *a == src) {
+                e.1 += 1;
+            } else if s.unknown_sources.len() < UNKNOWN_SOURCES {
+                s.unknown_sources.push((src, 1));
+            } else {
+                s.unknown_other += 1;
+            }
+        } else if let Some(m) = packet::module_of(src, self.cfg.relaxed_ip) {
+            self.stats.modules[m as usize].rejected[cause.index()] += 1;
+        }
+    }
+
+    /// Checks the datagram against the camera's timeline; follows a camera
+    /// clock reset when most active modules agree on a new timeline.
+    fn in_sync(&mut self, m: usize, readouts: &[Readout], sink: &mut impl EventSink) -> bool {
+        let first = readouts[0].primary_ts();
+        let Some(head) = self.head_ts else {
+            self.modules[m].out_of_sync_ts = None;
+            return true;
+        };
+        let j = self.cfg.max_jump_ns;
+        if first.abs_diff(head) <= j {
+            self.modules[m].out_of_sync_ts = None;
+            return true;
+        }
+        self.modules[m].out_of_sync_ts = Some(first);
+        let now = self.now_ns;
+        let active = |s: &ModuleState| {
+            s.last_seen_ns
+                .is_some_and(|t| now < t + self.cfg.module_timeout_ns)
+        };
+        let n_active = self.modules.iter().filter(|s| active(s)).count();
+        let n_agree = self
+            .modules
+            .iter()
+            .filter(|s| active(s) && s.out_of_sync_ts.is_some_and(|t| t.abs_diff(first) <= j))
+            .count();
+        if 2 * n_agree > n_active {
+            self.stats.resyncs += 1;
+            self.flush_all(Emit::Flushed, sink);
+            self.reset_timeline();
+            for s in &mut self.modules {
+                s.out_of_sync_ts = None;
+            }
+            return true;
+        }
+        self.stats.out_of_sync += 1;
+        self.stats.modules[m].out_of_sync += 1;
+        false
+    }
+
+    fn reset_timeline(&mut self) {
+        self.head_ts = None;
+        self.watermark = None;
+        self.last_accept_ns = None;
+        for s in &mut self.modules {
+            s.last_anchor = 0;
+        }
+    }
+
+    /// Records an accepted datagram from `m` for the expected set.
+    fn hear(&mut self, m: usize) {
+        let now = self.now_ns;
+        self.modules[m].last_heard_ns = Some(now);
+        self.last_accept_ns = Some(now);
+        if self.cfg.modules.is_none() && self.expected & (1 << m) == 0 {
+            if self.expected == 0 {
+                self.learning_until = Some(now + self.cfg.timeout_ns);
+            }
+            self.expected |= 1 << m;
+            self.next_module_expiry_ns = self
+                .next_module_expiry_ns
+                .min(now + self.cfg.module_timeout_ns);
+        }
+    }
+
+    /// Places one readout of module `m`. False if it was late or a duplicate.
+    fn place(&mut self, m: usize, r: &Readout, arrival_ns: u64, sink: &mut impl EventSink) -> bool {
+        let ts = r.primary_ts();
+        let pos = match self.find(m, ts) {
+            Ok(pos) => pos,
+            Err(insert_at) => {
+                if self.watermark.is_some_and(|w| ts <= w + self.cfg.window_ns) {
+                    self.stats.modules[m].late += 1;
+                    return false;
+                }
+                match self.open_slot(insert_at, ts, arrival_ns, sink) {
+                    Some(pos) => pos,
+                    None => {
+                        self.stats.modules[m].late += 1;
+                        return false;
+                    }
+                }
+            }
+        };
+        let id = self.order[pos] as usize;
+        let slot = &mut self.meta[id];
+        if slot.present & (1 << m) != 0 {
+            self.stats.modules[m].duplicate += 1;
+            return false;
+        }
+        slot.present |= 1 << m;
+        slot.ts_sum += ts as u128;
+        slot.last_arrival_ns = slot.last_arrival_ns.max(arrival_ns);
+        let anchor = slot.anchor;
+        self.bufs[id].fill_row(m, r);
+        let st = &mut self.modules[m];
+        st.last_anchor = st.last_anchor.max(anchor);
+        st.hint = self.front_pos + pos as u64 + 1;
+        self.head_ts = Some(self.head_ts.map_or(ts, |h| h.max(ts)));
+        self.stats.modules[m].readouts += 1;
+        true
+    }
+
+    /// The position of the pending slot matching `ts`, or where a new slot
+    /// for it belongs.
+    fn find(&self, m: usize, ts: u64) -> Result<usize, usize> {
+        let w = self.cfg.window_ns;
+        let anchor = |pos: usize| self.meta[self.order[pos] as usize].anchor;
+        let n = self.order.len();
+        // Regular data: the slot after this module's last one.
+        let hint = self.modules[m].hint.wrapping_sub(self.front_pos);
+        if hint < n as u64 && anchor(hint as usize).abs_diff(ts) <= w {
+            return Ok(hint as usize);
+        }
+        // The first module of a new datagram: newer than everything pending.
+        if n == 0 || ts > anchor(n - 1) + w {
+            return Err(n);
+        }
+        // Irregular data: binary search for the first anchor >= ts - w.
+        let i = self
+            .order
+            .partition_point(|&id| self.meta[id as usize].anchor + w < ts);
+        if i < n && anchor(i).abs_diff(ts) <= w {
+            // Two slots may both be within the window if it is wider than half
+            // the readout spacing: take the nearer.
+            if i + 1 < n && anchor(i + 1).abs_diff(ts) < anchor(i).abs_diff(ts) {
+                return Ok(i + 1);
+            }
+            return Ok(i);
+        }
+        Err(i)
+    }
+
+    /// Opens a slot for `ts` at position `at`; makes room by emitting the
+    /// oldest slot if the ring is full. None if `ts` became late doing so.
+    fn open_slot(
+        &mut self,
+        mut at: usize,
+        ts: u64,
+        arrival_ns: u64,
+        sink: &mut impl EventSink,
+    ) -> Option<usize> {
+        if self.free.is_empty() {
+            self.emit_front(Emit::Forced, sink);
+            if at == 0 {
+                return None; // Older than the event just emitted.
+            }
+            at -= 1;
+        }
+        let id = self.free.pop().expect("a slot was just freed");
+        self.meta[id as usize] = SlotMeta {
+            anchor: ts,
+            present: 0,
+            created_ns: arrival_ns,
+            last_arrival_ns: arrival_ns,
+            ts_sum: 0,
+        };
+        self.order.insert(at, id);
+        self.stats.pending_max = self.stats.pending_max.max(self.order.len());
+        Some(at)
+    }
+
+    /// Emits slots from the front while they are ready.
+    fn emit_ready(&mut self, sink: &mut impl EventSink) {
+        while let Some(&id) = self.order.front() {
+            let s = self.meta[id as usize];
+            let reason = if self.now_ns >= s.created_ns + self.cfg.timeout_ns {
+                Emit::Expired
+            } else if self.learning_until.is_some() {
+                break;
+            } else if covers(s.present, self.expected) {
+                Emit::Complete
+            } else if self.passed(s) {
+                Emit::Passed
+            } else {
+                break;
+            };
+            self.emit_front(reason, sink);
+        }
+    }
+
+    /// Every expected module missing from `s` has moved on to newer events.
+    fn passed(&self, s: SlotMeta) -> bool {
+        let mut missing = self.expected & !s.present;
+        while missing != 0 {
+            let m = missing.trailing_zeros() as usize;
+            if self.modules[m].last_anchor <= s.anchor {
+                return false;
+            }
+            missing &= missing - 1;
+        }
+        true
+    }
+
+    fn flush_all(&mut self, reason: Emit, sink: &mut impl EventSink) {
+        while !self.order.is_empty() {
+            self.emit_front(reason, sink);
+        }
+    }
+
+    fn emit_front(&mut self, reason: Emit, sink: &mut impl EventSink) {
+        let id = self.order.pop_front().expect("emit_front on an empty ring") as usize;
+        self.front_pos += 1;
+        let s = self.meta[id];
+        let buf = &mut self.bufs[id];
+        let mut absent = !s.present;
+        while absent != 0 {
+            let m = absent.trailing_zeros() as usize;
+            buf.clear_row(m);
+            absent &= absent - 1;
+        }
+        let expected = self.expected;
+        let mut missing = expected & !s.present;
+        while missing != 0 {
+            let m = missing.trailing_zeros() as usize;
+            self.stats.modules[m].missing += 1;
+            missing &= missing - 1;
+        }
+        let header = EventHeader {
+            number: self.next_event,
+            run: self.cfg.run_number,
+            timestamp: (s.ts_sum / s.present.count_ones() as u128) as u64,
+            arrival_ns: s.last_arrival_ns,
+        };
+        self.next_event += 1;
+        self.watermark = Some(self.watermark.map_or(s.anchor, |w| w.max(s.anchor)));
+        let complete = covers(s.present, expected);
+        let reason = if complete { Emit::Complete } else { reason };
+        self.stats.emitted[reason as usize] += 1;
+        self.stats.complete += complete as u64;
+        self.free.push(id as u32);
+        sink.event(Event {
+            header,
+            present: s.present,
+            expected,
+            reason,
+            buf,
+        });
+    }
+}
+
+impl fmt::Display for BuilderStats {
+    /// The end-of-run summary of the builder.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "datagrams accepted {}  readouts {}  events {} (complete {}, partial {})",
+            self.datagrams(),
+            self.readouts(),
+            self.events(),
+            self.complete,
+            self.partial()
+        )?;
+        write!(f, "events by reason:")?;
+        for (i, r) in Emit::ALL.iter().enumerate() {
+            write!(f, " {} {}", r.name(), self.emitted[i])?;
+        }
+        writeln!(f, "  (most pending at once: {})", self.pending_max)?;
+        write!(f, "dropped datagrams:")?;
+        for c in Reject::ALL {
+            write!(f, " {} {}", c.name(), self.rejected[c.index()])?;
+        }
+        writeln!(
+            f,
+            " out_of_sync {}  (camera clock resets followed: {})",
+            self.out_of_sync, self.resyncs
+        )?;
+        writeln!(
+            f,
+            "dropped readouts: late {} duplicate {}",
+            self.late(),
+            self.duplicate()
+        )?;
+        for (addr, n) in &self.unknown_sources {
+            writeln!(f, "unknown source {addr}: {n} datagrams")?;
+        }
+        if self.unknown_other > 0 {
+            writeln!(
+                f,
+                "unknown sources beyond the first {UNKNOWN_SOURCES}: {} datagrams",
+                self.unknown_other
+            )?;
+        }
+        writeln!(
+            f,
+            "module  datagrams   readouts  missing     late      dup  refused"
+        )?;
+        for (m, c) in self.modules.iter().enumerate() {
+            let refused: u64 = c.rejected.iter().sum::<u64>() + c.out_of_sync;
+            if c.datagrams + refused + c.missing == 0 {
+                continue;
+            }
+            writeln!(
+                f,
+                "{m:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
+                c.datagrams, c.readouts, c.missing, c.late, c.duplicate, refused
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventView, adc_to_mv};
+    use zerocopy::IntoBytes;
+
+    const MS: u64 = 1_000_000;
+    /// Readout spacing at the camera's real rate.
+    const SPACING: u64 = 4 * MS;
+    const T0: u64 = 1_700_000_000_000_000_000;
+
+    fn adc(m: usize, ts: u64, p: usize) -> u16 {
+        (m as u64 * 1000 + (ts / SPACING) % 512 + p as u64) as u16
+    }
+
+    fn bytes(m: usize, ts: &[u64]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for &t in ts {
+            let a: [u16; 64] = std::array::from_fn(|p| adc(m, t, p));
+            v.extend_from_slice(Readout::new(t, t + 17 + m as u64, &a).as_bytes());
+        }
+        v
+    }
+
+    fn src(m: usize) -> Ipv4Addr {
+        packet::module_addr(Ipv4Addr::new(127, 0, 0, 1), m as u8)
+    }
+
+    /// Timestamps of frame `f` (10 readouts).
+    fn frame(f: u64) -> Vec<u64> {
+        (0..10).map(|i| T0 + (f * 10 + i) * SPACING).collect()
+    }
+
+    struct Out {
+        msg: Vec<u8>,
+        reason: Emit,
+        present: u32,
+    }
+
+    impl Out {
+        fn view(&self) -> EventView<'_> {
+            EventView::parse(&self.msg).unwrap()
+        }
+    }
+
+    struct Rig {
+        b: Builder,
+        out: Vec<Out>,
+    }
+
+    impl Rig {
+        fn new(cfg: BuilderConfig) -> Rig {
+            Rig {
+                b: Builder::new(cfg),
+                out: Vec::new(),
+            }
+        }
+        fn fixed(n: usize) -> Rig {
+            Rig::new(BuilderConfig {
+                modules: Some(((1u64 << n) - 1) as u32),
+                ..Default::default()
+            })
+        }
+        fn sink(out: &mut Vec<Out>) -> impl FnMut(Event<'_>) + '_ {
+            |mut ev: Event<'_>| {
+                let (reason, present) = (ev.reason, ev.present);
+                out.push(Out {
+                    msg: ev.encode(Format::V1).to_vec(),
+                    reason,
+                    present,
+                })
+            }
+        }
+        fn push_raw(&mut self, payload: &[u8], from: Ipv4Addr, at: u64) -> Outcome {
+            let d = Datagram {
+                payload,
+                src: from,
+                arrival_ns: at,
+                truncated: false,
+            };
+            self.b.push(d, &mut Self::sink(&mut self.out))
+        }
+        fn send(&mut self, m: usize, ts: &[u64], at: u64) -> Outcome {
+            self.push_raw(&bytes(m, ts), src(m), at)
+        }
+        fn advance(&mut self, at: u64) {
+            self.b.advance(at, &mut Self::sink(&mut self.out));
+        }
+        fn flush(&mut self) {
+            self.b.flush(&mut Self::sink(&mut self.out));
+        }
+        /// Every module of `mods` sends frame `f` at `at`.
+        fn frame(&mut self, mods: impl IntoIterator<Item = usize>, f: u64, at: u64) {
+            for m in mods {
+                self.send(m, &frame(f), at);
+            }
+        }
+    }
+
+    /// Asserts that event `o` holds exactly module `m`'s readout at `ts`.
+    fn assert_row(o: &Out, m: usize, ts: u64) {
+        let v = o.view();
+        for p in 0..64 {
+            assert_eq!(
+                v.mv(m, p),
+                adc_to_mv(adc(m, ts, p)),
+                "module {m} pixel {p} ts {ts}"
+            );
+        }
+        assert_eq!(v.module_timestamps(m), Some((ts, ts + 17 + m as u64)));
+    }
+
+    fn assert_missing(o: &Out, m: usize) {
+        let v = o.view();
+        assert!(
+            (0..64).all(|p| v.mv(m, p).is_nan()),
+            "module {m} should be NaN"
+        );
+        assert_eq!(v.module_timestamps(m), Some((0, 0)));
+    }
+
+    #[test]
+    fn an_event_is_emitted_the_moment_its_last_module_arrives() {
+        let mut r = Rig::fixed(32);
+        for m in 0..31 {
+            r.send(m, &frame(0), T0 + m as u64);
+        }
+        assert!(r.out.is_empty(), "31 of 32 modules: nothing yet");
+        r.send(31, &frame(0), T0 + 40);
+        assert_eq!(r.out.len(), 10);
+        for (i, o) in r.out.iter().enumerate() {
+            let ts = frame(0)[i];
+            assert_eq!(o.reason, Emit::Complete);
+            assert_eq!(o.view().number(), i as u64 + 1);
+            assert_eq!(o.view().timestamp(), ts);
+            assert_eq!(o.present, u32::MAX);
+            for m in 0..32 {
+                assert_row(o, m, ts);
+            }
+        }
+    }
+
+    #[test]
+    fn modules_arriving_in_any_order_build_the_same_events() {
+        let mut a = Rig::fixed(4);
+        let mut b = Rig::fixed(4);
+        for f in 0..3 {
+            a.frame(0..4, f, T0 + f * 40 * MS);
+            b.frame([3, 1, 0, 2], f, T0 + f * 40 * MS);
+        }
+        assert_eq!(a.out.len(), 30);
+        let msgs = |r: &Rig| r.out.iter().map(|o| o.msg.clone()).collect::<Vec<_>>();
+        assert_eq!(msgs(&a), msgs(&b));
+        // Readouts interleaved one by one across modules and frames, too.
+        let mut c = Rig::fixed(4);
+        for f in 0..3 {
+            for t in frame(f) {
+                for m in [2, 0, 3, 1] {
+                    c.send(m, &[t], T0 + f * 40 * MS);
+                }
+            }
+        }
+        assert_eq!(msgs(&a), msgs(&c));
+    }
+
+    #[test]
+    fn after_one_lost_datagram_the_next_events_are_complete_and_unmixed() {
+        // PROTOCOL.md §7: the seed paired queue heads, so one lost datagram
+        // mixed readout r+10 of one module with r of the others forever.
+        let mut r = Rig::fixed(4);
+        r.frame(0..4, 0, T0);
+        r.frame([0, 1, 3], 1, T0 + 40 * MS); // module 2 loses frame 1
+        assert_eq!(r.out.len(), 10, "frame 1 waits: module 2 may still come");
+        r.frame(0..4, 2, T0 + 80 * MS);
+        assert_eq!(r.out.len(), 30, "module 2's frame 2 shows frame 1 is lost");
+        for (i, o) in r.out[10..20].iter().enumerate() {
+            assert_eq!(o.reason, Emit::Passed);
+            assert_missing(o, 2);
+            for m in [0, 1, 3] {
+                assert_row(o, m, frame(1)[i]);
+            }
+        }
+        for (i, o) in r.out[20..].iter().enumerate() {
+            assert_eq!(o.reason, Emit::Complete);
+            for m in 0..4 {
+                assert_row(o, m, frame(2)[i]);
+            }
+        }
+        let numbers: Vec<u64> = r.out.iter().map(|o| o.view().number()).collect();
+        assert_eq!(numbers, (1..=30).collect::<Vec<_>>());
+        assert_eq!(r.b.stats().modules[2].missing, 10);
+    }
+
+    #[test]
+    fn a_duplicate_is_counted_and_never_overwrites() {
+        let mut r = Rig::fixed(2);
+        r.send(0, &frame(0), T0);
+        // Same timestamps from module 0 again, different values.
+        let mut other = bytes(0, &frame(0));
+        other[8] ^= 0xFF;
+        r.push_raw(&other, src(0), T0 + 1);
+        assert_eq!(r.b.stats().modules[0].duplicate, 10);
+        r.send(1, &frame(0), T0 + 2);
+        assert_eq!(r.out.len(), 10);
+        for (i, o) in r.out.iter().enumerate() {
+            assert_row(o, 0, frame(0)[i]);
+        }
+    }
+
+    #[test]
+    fn a_window_narrower_than_the_spacing_never_merges_consecutive_readouts() {
+        // PROTOCOL.md §7: a 51 ms window over 40 ms datagrams lost half the data.
+        let mut r = Rig::fixed(1);
+        r.frame([0], 0, T0);
+        r.frame([0], 1, T0 + 40 * MS);
+        assert_eq!(r.out.len(), 20);
+        assert_eq!(r.b.stats().modules[0].duplicate, 0);
+        let too_wide = BuilderConfig {
+            window_ns: 3 * SPACING,
+            modules: Some(1),
+            ..Default::default()
+        };
+        let mut w = Rig::new(too_wide);
+        w.frame([0], 0, T0);
+        // The wide window matches readout i+1 into slot i: counted as duplicates.
+        assert!(w.b.stats().modules[0].duplicate > 0);
+    }
+
+    #[test]
+    fn a_late_readout_is_counted_and_never_merged() {
+        let mut r = Rig::fixed(2);
+        r.frame([0], 0, T0);
+        r.advance(T0 + 101 * MS); // frame 0 times out without module 1
+        assert_eq!(r.out.len(), 10);
+        assert!(r.out.iter().all(|o| o.reason == Emit::Expired));
+        r.frame([1], 0, T0 + 102 * MS);
+        assert_eq!(r.b.stats().modules[1].late, 10);
+        assert_eq!(r.out.len(), 10, "late readouts make no new events");
+        r.frame([0, 1], 1, T0 + 140 * MS);
+        assert_eq!(r.out.len(), 20);
+        assert!(r.out[10..].iter().all(|o| o.reason == Emit::Complete));
+    }
+
+    #[test]
+    fn a_dead_module_gives_partial_events_after_the_timeout_on_the_packet_clock() {
+        let mut r = Rig::fixed(3);
+        r.frame([0, 1], 0, T0);
+        assert!(r.out.is_empty());
+        r.frame([0, 1], 1, T0 + 40 * MS); // module 2 silent: not passed
+        assert!(r.out.is_empty());
+        r.frame([0, 1], 2, T0 + 100 * MS); // the packet clock passes frame 0's deadline
+        assert_eq!(r.out.len(), 10);
+        for o in &r.out {
+            assert_eq!(o.reason, Emit::Expired);
+            assert_missing(o, 2);
+        }
+    }
+
+    #[test]
+    fn a_camera_that_goes_quiet_is_flushed_on_the_wall_clock() {
+        let mut r = Rig::fixed(2);
+        r.frame([0], 0, T0);
+        r.advance(T0 + 99 * MS);
+        assert!(r.out.is_empty());
+        r.advance(T0 + 100 * MS);
+        assert_eq!(r.out.len(), 10);
+        assert!(
+            r.out
+                .iter()
+                .all(|o| o.reason == Emit::Expired && o.present == 1)
+        );
+    }
+
+    #[test]
+    fn the_tail_of_a_run_is_flushed() {
+        let mut r = Rig::fixed(2);
+        r.frame([0], 0, T0);
+        r.flush();
+        assert_eq!(r.out.len(), 10);
+        assert!(r.out.iter().all(|o| o.reason == Emit::Flushed));
+        assert_eq!(r.b.pending(), 0);
+    }
+
+    #[test]
+    fn one_module_alone_gives_prompt_one_module_events() {
+        let mut r = Rig::new(BuilderConfig::default());
+        r.frame([0], 0, T0);
+        assert!(r.out.is_empty(), "first listens for the rest of the camera");
+        r.frame([0], 1, T0 + 40 * MS);
+        assert!(r.out.is_empty());
+        r.advance(T0 + 100 * MS);
+        assert_eq!(r.out.len(), 20, "after the listening period");
+        r.frame([0], 2, T0 + 120 * MS);
+        assert_eq!(r.out.len(), 30, "then at once");
+        assert!(
+            r.out[20..]
+                .iter()
+                .all(|o| o.reason == Emit::Complete && o.present == 1)
+        );
+    }
+
+    #[test]
+    fn a_learned_camera_does_not_make_one_module_events_at_start() {
+        let mut r = Rig::new(BuilderConfig::default());
+        for m in 0..32 {
+            r.send(m, &frame(0), T0 + m as u64 * MS); // 1 ms apart
+        }
+        r.frame(0..32, 1, T0 + 40 * MS);
+        r.advance(T0 + 100 * MS);
+        assert_eq!(r.out.len(), 20);
+        assert!(
+            r.out
+                .iter()
+                .all(|o| o.present == u32::MAX && o.reason == Emit::Complete)
+        );
+        r.frame(0..32, 2, T0 + 120 * MS);
+        assert_eq!(r.out.len(), 30, "complete at once after learning");
+    }
+
+    #[test]
+    fn a_dead_module_stops_holding_events_back_after_the_module_timeout() {
+        let mut r = Rig::new(BuilderConfig::default());
+        let mut at = T0;
+        for f in 0..3 {
+            r.frame(0..4, f, at);
+            at += 40 * MS;
+        }
+        r.advance(at);
+        assert_eq!(r.out.len(), 30);
+        // Module 3 dies. Its events wait for the timeout until 2 s of silence.
+        let mut f = 3;
+        while at <= T0 + 80 * MS + 2000 * MS {
+            r.frame(0..3, f, at);
+            f += 1;
+            at += 40 * MS;
+        }
+        assert_eq!(r.b.expected(), 0b0111, "module 3 dropped out");
+        assert_eq!(
+            r.b.pending(),
+            0,
+            "what waited for module 3 went out when it dropped"
+        );
+        let n = r.out.len();
+        r.frame(0..3, f, at);
+        assert_eq!(r.out.len(), n + 10, "the next frame is complete at once");
+        assert!(
+            r.out[n..]
+                .iter()
+                .all(|o| o.reason == Emit::Complete && o.present == 0b0111)
+        );
+        // It comes back when it speaks again. Its first datagram after the
+        // others' finds that frame already published (it was not waited for).
+        r.frame(0..4, f + 1, at + 40 * MS);
+        assert_eq!(r.b.expected(), 0b1111);
+        assert_eq!(r.b.stats().modules[3].late, 10);
+        r.frame(0..4, f + 2, at + 80 * MS);
+        assert!(
+            r.out[r.out.len() - 10..]
+                .iter()
+                .all(|o| o.reason == Emit::Complete && o.present == 0b1111)
+        );
+    }
+
+    #[test]
+    fn a_restarted_module_with_timestamps_going_backwards_is_out_of_sync() {
+        let mut r = Rig::new(BuilderConfig::default());
+        let mut at = T0;
+        for f in 0..3 {
+            r.frame(0..4, f, at);
+            at += 40 * MS;
+        }
+        r.advance(at);
+        let before = r.out.len();
+        // Module 1 restarts: its clock starts again near zero.
+        let restarted = |f: u64| {
+            (0..10)
+                .map(|i| 1_000 + (f * 10 + i) * SPACING)
+                .collect::<Vec<_>>()
+        };
+        for f in 3..60 {
+            r.frame([0, 2, 3], f, at);
+            r.send(1, &restarted(f - 3), at);
+            at += 40 * MS;
+        }
+        let s = r.b.stats();
+        assert_eq!(s.modules[1].out_of_sync, 57);
+        assert_eq!(
+            s.modules[1].readouts, 30,
+            "nothing after the restart was merged"
+        );
+        assert_eq!(s.resyncs, 0, "one module of four is no camera reset");
+        assert_eq!(r.b.expected(), 0b1101);
+        // The other modules' events went on: early ones waited for module 1, then complete.
+        assert!(r.out.len() - before >= 10 * 50);
+        let tail = &r.out[r.out.len() - 10..];
+        assert!(
+            tail.iter()
+                .all(|o| o.reason == Emit::Complete && o.present == 0b1101)
+        );
+        for o in tail {
+            assert_missing(o, 1);
+        }
+    }
+
+    #[test]
+    fn a_camera_clock_reset_is_followed() {
+        let mut r = Rig::fixed(4);
+        r.frame(0..4, 0, T0);
+        assert_eq!(r.out.len(), 10);
+        // The whole camera restarts its clock at 5 ms.
+        let new = |f: u64| {
+            (0..10)
+                .map(|i| 5 * MS + (f * 10 + i) * SPACING)
+                .collect::<Vec<_>>()
+        };
+        for m in 0..4 {
+            r.send(m, &new(0), T0 + 40 * MS);
+        }
+        for m in 0..4 {
+            r.send(m, &new(1), T0 + 80 * MS);
+        }
+        let s = r.b.stats();
+        assert_eq!(s.resyncs, 1);
+        // Modules 0 and 1 were out of sync before the majority agreed.
+        assert_eq!(s.out_of_sync, 2);
+        // Frame 1 of the new timeline is complete, numbering goes on.
+        let last = &r.out[r.out.len() - 10..];
+        for (i, o) in last.iter().enumerate() {
+            assert_eq!(o.reason, Emit::Complete);
+            assert_eq!(o.view().timestamp(), new(1)[i]);
+        }
+        assert_eq!(r.out.last().unwrap().view().number(), r.out.len() as u64);
+    }
+
+    #[test]
+    fn a_single_module_clock_reset_is_followed_at_once() {
+        let mut r = Rig::new(BuilderConfig::default());
+        r.frame([0], 0, T0);
+        r.advance(T0 + 100 * MS);
+        r.send(0, &[7 * MS, 8 * MS], T0 + 120 * MS);
+        assert_eq!(r.b.stats().resyncs, 1);
+        assert_eq!(r.b.stats().out_of_sync, 0);
+        r.advance(T0 + 120 * MS);
+        assert_eq!(r.out.len(), 12);
+    }
+
+    #[test]
+    fn after_a_long_silence_the_timeline_starts_afresh() {
+        let mut r = Rig::fixed(2);
+        r.frame(0..2, 0, T0);
+        // An hour later the camera resumes, far beyond --max-jump.
+        let later = |f| {
+            frame(f)
+                .iter()
+                .map(|t| t + 3600 * 1000 * MS)
+                .collect::<Vec<_>>()
+        };
+        for m in 0..2 {
+            r.send(m, &later(0), T0 + 3600 * 1000 * MS);
+        }
+        assert_eq!(r.b.stats().out_of_sync, 0);
+        assert_eq!(r.b.stats().resyncs, 0);
+        assert_eq!(r.out.len(), 20);
+        assert!(r.out.iter().all(|o| o.reason == Emit::Complete));
+    }
+
+    #[test]
+    fn malformed_and_foreign_datagrams_change_nothing_else() {
+        let run = |noise: bool| {
+            let mut r = Rig::fixed(3);
+            for f in 0..3 {
+                for m in 0..3 {
+                    if noise {
+                        let good = bytes(m, &frame(f));
+                        assert_eq!(
+                            r.push_raw(&good[..143], src(m), T0),
+                            Outcome::Rejected(Reject::BadLength)
+                        );
+                        assert_eq!(
+                            r.push_raw(&[], src(m), T0),
+                            Outcome::Rejected(Reject::Empty)
+                        );
+                        let far = Ipv4Addr::new(127, 0, 0, 150);
+                        assert_eq!(
+                            r.push_raw(&good, far, T0),
+                            Outcome::Rejected(Reject::UnknownSource)
+                        );
+                        let zero = bytes(m, &[0, 5]);
+                        assert_eq!(
+                            r.push_raw(&zero, src(m), T0),
+                            Outcome::Rejected(Reject::BadTimestamp)
+                        );
+                        let d = Datagram {
+                            payload: &good,
+                            src: src(m),
+                            arrival_ns: T0,
+                            truncated: true,
+                        };
+                        assert_eq!(
+                            r.b.push(d, &mut Rig::sink(&mut r.out)),
+                            Outcome::Rejected(Reject::Truncated)
+                        );
+                    }
+                    r.send(m, &frame(f), T0 + f * 40 * MS);
+                }
+            }
+            r
+        };
+        let clean = run(false);
+        let noisy = run(true);
+        let msgs = |r: &Rig| r.out.iter().map(|o| o.msg.clone()).collect::<Vec<_>>();
+        assert_eq!(msgs(&clean).len(), 30);
+        assert_eq!(msgs(&clean), msgs(&noisy));
+        let s = noisy.b.stats();
+        assert_eq!(s.rejected, [9, 9, 9, 9, 9]);
+        assert_eq!(s.unknown_sources, vec![(Ipv4Addr::new(127, 0, 0, 150), 9)]);
+        assert_eq!(s.modules[1].rejected, [3, 3, 3, 0, 3]);
+    }
+
+    #[test]
+    fn a_datagram_of_two_readouts_shifts_nothing() {
+        // PROTOCOL.md §7: a 288-byte datagram shifted one module's rows forever.
+        let mut r = Rig::fixed(2);
+        let f0 = frame(0);
+        r.send(0, &f0[..2], T0);
+        r.send(0, &f0[2..], T0);
+        r.send(1, &f0, T0);
+        r.frame(0..2, 1, T0 + 40 * MS);
+        assert_eq!(r.out.len(), 20);
+        for (i, o) in r.out.iter().enumerate() {
+            let ts = [frame(0), frame(1)].concat()[i];
+            assert_row(o, 0, ts);
+            assert_row(o, 1, ts);
+        }
+    }
+
+    #[test]
+    fn event_timestamp_is_the_mean_of_the_modules_present() {
+        let cfg = BuilderConfig {
+            modules: Some(0b111),
+            window_ns: 1000,
+            ..Default::default()
+        };
+        let mut r = Rig::new(cfg);
+        r.send(0, &[T0], T0);
+        r.send(1, &[T0 + 300], T0);
+        r.send(2, &[T0 + 901], T0);
+        assert_eq!(r.out.len(), 1);
+        assert_eq!(r.out[0].view().timestamp(), T0 + 400);
+    }
+
+    #[test]
+    fn a_full_ring_forces_out_the_oldest_event_and_memory_stays_bounded() {
+        let cfg = BuilderConfig {
+            modules: Some(0b11),
+            slots: 16,
+            ..Default::default()
+        };
+        let mut r = Rig::new(cfg);
+        for f in 0..10 {
+            r.frame([0], f, T0 + f * MS); // module 1 never comes
+        }
+        assert_eq!(r.b.pending(), 16);
+        assert_eq!(r.out.len(), 84);
+        assert!(r.out.iter().all(|o| o.reason == Emit::Forced));
+        assert_eq!(r.b.stats().pending_max, 16);
+        let ts: Vec<u64> = r.out.iter().map(|o| o.view().timestamp()).collect();
+        assert!(
+            ts.windows(2).all(|w| w[0] < w[1]),
+            "still in timestamp order"
+        );
+    }
+
+    #[test]
+    fn events_are_published_in_timestamp_order_whatever_the_arrival_order() {
+        let mut r = Rig::fixed(2);
+        // Module 0 loses frame 0; its frame 1 arrives first of all.
+        r.frame([0], 1, T0);
+        r.frame([1], 0, T0 + 1);
+        r.frame([1], 1, T0 + 2);
+        r.frame(0..2, 2, T0 + 40 * MS);
+        let ts: Vec<u64> = r.out.iter().map(|o| o.view().timestamp()).collect();
+        assert_eq!(ts, [frame(0), frame(1), frame(2)].concat());
+        assert!(
+            r.out[..10]
+                .iter()
+                .all(|o| o.reason == Emit::Passed && o.present == 0b10)
+        );
+    }
+
+    #[test]
+    fn module_sets_parse_and_print() {
+        assert_eq!(parse_module_set("0-31"), Ok(u32::MAX));
+        assert_eq!(parse_module_set("0,2,5-7"), Ok(0b1110_0101));
+        assert!(parse_module_set("32").is_err());
+        assert!(parse_module_set("5-3").is_err());
+        assert!(parse_module_set("").is_err());
+        assert_eq!(format_module_set(0b1110_0101), "0,2,5-7");
+        assert_eq!(format_module_set(!(1 << 5)), "0-4,6-31");
+        assert_eq!(format_module_set(0), "none");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_flag_named() {
+        let bad = BuilderConfig {
+            module_timeout_ns: 50 * MS,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("--module-timeout"));
+        assert!(
+            BuilderConfig {
+                window_ns: 0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(BuilderConfig::default().validate().is_ok());
+    }
+}
