@@ -29,3 +29,7 @@ pub mod event;
 pub mod packet;
 pub mod recv;
 pub mod sim;
+pub mod metrics;
+pub mod publish;
+pub mod listen;
+pub mod pipeline;

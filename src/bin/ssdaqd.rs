@@ -1,1 +1,252 @@
-fn main() {}
+//! `ssdaqd`: the CHEC-S slow-signal DAQ daemon.
+//!
+//! Thin by design: parse flags, start [`ssdaq::pipeline::Daemon`], wait for
+//! SIGINT/SIGTERM (or `--duration`), print the summary. `--demo` feeds it
+//! from an in-process simulated 32-module camera and prints events.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::error::ErrorKind;
+use clap::{ArgAction, CommandFactory, Parser};
+use ssdaq::builder::{BuilderConfig, format_module_set, parse_module_set};
+use ssdaq::event::Format;
+use ssdaq::listen::EventListener;
+use ssdaq::pipeline::{Daemon, DaemonConfig};
+use ssdaq::publish;
+use ssdaq::recv::IoMode;
+use tracing::{error, info};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ssdaqd",
+    version,
+    disable_version_flag = true,
+    about = "CHEC-S slow-signal DAQ: receive module datagrams, build camera events, publish them on ZeroMQ",
+    after_help = "Try `ssdaqd --demo` to see it run on a simulated 32-module camera."
+)]
+struct Cli {
+    /// UDP port the modules send to.
+    #[arg(short = 'l', long, default_value_t = 2009)]
+    listen_port: u16,
+    /// Local address to receive on.
+    #[arg(long, default_value = "0.0.0.0")]
+    listen_addr: Ipv4Addr,
+    /// Publish on tcp://127.0.0.101:PORT (default port 5555).
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    pub_port: Option<u16>,
+    /// Publish on this ZeroMQ endpoint instead, e.g. tcp://0.0.0.0:5555.
+    #[arg(long = "pub", value_name = "ENDPOINT", conflicts_with = "pub_port")]
+    pub_endpoint: Option<String>,
+    /// Wire format of published events (PROTOCOL.md §4 / §5).
+    #[arg(long, value_enum, default_value_t = Format::V1)]
+    format: Format,
+    /// Events queued per subscriber before it misses events.
+    #[arg(long, default_value_t = publish::DEFAULT_HWM)]
+    hwm: i32,
+    /// Pin the receive stage to core A and the build stage to core B.
+    #[arg(long, value_name = "A,B", value_parser = parse_cores)]
+    cores: Option<(usize, usize)>,
+    /// Fold out-of-range module numbers % 32 instead of refusing them.
+    #[arg(short = 'r', long)]
+    relaxed_ip: bool,
+    /// Run number written into every event.
+    #[arg(long, default_value_t = 0)]
+    run_number: u64,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(short = 'V', long = "verbose", value_name = "LEVEL", default_value = "info")]
+    verbose: tracing::Level,
+    /// Receive backend.
+    #[arg(long, value_enum, default_value_t = IoMode::Auto)]
+    io: IoMode,
+    /// Readouts whose primary timestamps differ by at most this are one event.
+    #[arg(long, default_value_t = 10_000)]
+    window_ns: u64,
+    /// Emit an incomplete event this long after its first readout arrived.
+    #[arg(long, default_value_t = 100)]
+    timeout_ms: u64,
+    /// Stop waiting for a module silent this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    module_timeout: f64,
+    /// Wait for exactly these modules (e.g. 0-31) instead of learning them.
+    #[arg(long, value_name = "SET", value_parser = parse_module_set)]
+    modules: Option<u32>,
+    /// Event slots: the most events that can be pending at once.
+    #[arg(long, default_value_t = 1024)]
+    slots: usize,
+    /// Timestamps this far from the camera's are out of sync.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    max_jump: f64,
+    /// Socket receive buffer to ask the kernel for.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    rcvbuf: usize,
+    /// Packet buffers shared by the stages (a power of two).
+    #[arg(long, default_value_t = 2048)]
+    buffers: usize,
+    /// Seconds between status lines (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    status: f64,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Feed the daemon from a simulated 32-module camera and print events.
+    #[arg(long)]
+    demo: bool,
+    /// Print version.
+    #[arg(long, action = ArgAction::Version)]
+    version: Option<bool>,
+}
+
+fn parse_cores(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s.split_once(',').ok_or("expected two core numbers, e.g. 2,3")?;
+    let n = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("`{x}` is not a core number"));
+    Ok((n(a)?, n(b)?))
+}
+
+fn seconds(flag: &str, s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_else(|_| usage(&format!("{flag} must be a non-negative number of seconds")))
+}
+
+/// Exits like clap does for a bad flag: message and status 2.
+fn usage(msg: &str) -> ! {
+    Cli::command().error(ErrorKind::ValueValidation, msg).exit()
+}
+
+fn config(cli: &Cli) -> DaemonConfig {
+    let builder = BuilderConfig {
+        window_ns: cli.window_ns,
+        timeout_ns: cli.timeout_ms.saturating_mul(1_000_000),
+        module_timeout_ns: seconds("--module-timeout", cli.module_timeout).as_nanos() as u64,
+        modules: cli.modules,
+        relaxed_ip: cli.relaxed_ip,
+        run_number: cli.run_number,
+        slots: cli.slots,
+        max_jump_ns: seconds("--max-jump", cli.max_jump).as_nanos() as u64,
+    };
+    if let Err(e) = builder.validate() {
+        usage(&e);
+    }
+    if let Some((a, b)) = cli.cores {
+        let ids: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+        for c in [a, b] {
+            if !ids.contains(&c) {
+                usage(&format!("--cores {a},{b}: there is no core {c} (this machine has cores {ids:?})"));
+            }
+        }
+    }
+    DaemonConfig {
+        listen: SocketAddrV4::new(cli.listen_addr, cli.listen_port),
+        endpoint: publish::endpoint_from(cli.pub_endpoint.as_deref(), cli.pub_port),
+        format: cli.format,
+        hwm: cli.hwm,
+        io: cli.io,
+        cores: cli.cores,
+        builder,
+        rcvbuf: cli.rcvbuf,
+        buffers: cli.buffers,
+        status_interval: seconds("--status", cli.status),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(cli.verbose).with_target(false).init();
+    let cfg = config(&cli);
+    let duration = cli.duration.map(|s| seconds("--duration", s));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while shutting down exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).expect("installing a signal handler");
+        signal_hook::flag::register(sig, stop.clone()).expect("installing a signal handler");
+    }
+    let daemon = match Daemon::start(cfg, stop.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("ssdaqd: {e}");
+            std::process::exit(1);
+        }
+    };
+    let demo = cli.demo.then(|| Demo::start(&daemon, stop.clone()));
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    info!("stopping: flushing pending events");
+    stop.store(true, Ordering::Relaxed);
+    let summary = daemon.wait();
+    if let Some(d) = demo {
+        d.finish();
+    }
+    eprint!("{summary}");
+}
+
+/// `--demo`: a simulated camera feeding the daemon, and a subscriber printing events.
+struct Demo {
+    sim: std::thread::JoinHandle<()>,
+    listener: std::thread::JoinHandle<()>,
+}
+
+impl Demo {
+    fn start(daemon: &Daemon, stop: Arc<AtomicBool>) -> Demo {
+        let port = daemon.listen_addr().port();
+        let endpoint = daemon.endpoint().to_string();
+        let sim_cfg = ssdaq::sim::SimConfig {
+            target: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            modules: 32,
+            ..Default::default()
+        };
+        info!("demo: simulating 32 modules from 127.0.0.100..131 → UDP 127.0.0.1:{port}; printing every 25th event");
+        let s = stop.clone();
+        let sim = std::thread::spawn(move || match ssdaq::sim::run(&sim_cfg, &s) {
+            Ok(stats) => info!("demo camera: {stats}"),
+            Err(e) => {
+                error!("demo camera: {e}");
+                s.store(true, Ordering::Relaxed);
+            }
+        });
+        let listener = std::thread::spawn(move || print_events(&endpoint, &stop));
+        Demo { sim, listener }
+    }
+
+    fn finish(self) {
+        let _ = self.sim.join();
+        let _ = self.listener.join();
+    }
+}
+
+fn print_events(endpoint: &str, stop: &AtomicBool) {
+    let mut l = match EventListener::connect(endpoint) {
+        Ok(l) => l,
+        Err(e) => return error!("demo listener: {e}"),
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Some(ev)) = l.recv(Duration::from_millis(100)) else { continue };
+        let v = ev.view();
+        if v.number() % 25 != 1 {
+            continue;
+        }
+        let present = v.present_mask();
+        let row = v.row(0);
+        let (lo, hi) = row.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        println!(
+            "event {:>7}  ts {}  modules {:>2}/32 [{}]  module 0: mean {:7.2} mV, range {:.2}..{:.2}",
+            v.number(),
+            v.timestamp(),
+            present.count_ones(),
+            format_module_set(present),
+            row.iter().sum::<f64>() / 64.0,
+            lo,
+            hi
+        );
+    }
+    // Drain what the daemon flushed on the way out.
+    while let Ok(Some(_)) = l.recv(Duration::from_millis(200)) {}
+    println!("demo listener: received {} events, missed {}", l.received(), l.missed());
+}

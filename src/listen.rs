@@ -1,0 +1,116 @@
+//! The subscriber side: connect to an ssdaqd publisher and receive events.
+//!
+//! [`EventListener`] is what a Rust program uses to consume the event stream
+//! (the example `ssdaq-listen` and writers are built on it). It connects a
+//! ZeroMQ SUB socket, subscribes to everything, and decodes each message in
+//! place as wire format v1 or v2 ([`EventView`]). Because event numbers go
+//! 1, 2, 3 … it can tell how many events it missed (a slow subscriber loses
+//! events at its high-water mark; the publisher never waits for it).
+//!
+//! It owns its socket and nothing else; it never blocks longer than asked.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::event::{DecodeError, EventView};
+
+/// Messages queued in the subscriber before it starts losing events.
+pub const DEFAULT_RCVHWM: i32 = 10_000;
+
+/// Something went wrong receiving.
+#[derive(Debug)]
+pub enum ListenError {
+    /// ZeroMQ refused (bad endpoint, context terminated …).
+    Zmq { endpoint: String, source: zmq::Error },
+    /// A message that is not an event (its bytes were dropped).
+    Decode(DecodeError),
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::Zmq { endpoint, source } => write!(f, "{endpoint}: {source}"),
+            ListenError::Decode(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+/// One received event. Decoding is in place; [`ReceivedEvent::view`] reads it.
+pub struct ReceivedEvent {
+    msg: zmq::Message,
+}
+
+impl ReceivedEvent {
+    pub fn view(&self) -> EventView<'_> {
+        EventView::parse(&self.msg).expect("validated when received")
+    }
+
+    /// The message exactly as published.
+    pub fn bytes(&self) -> &[u8] {
+        &self.msg
+    }
+}
+
+/// A subscriber to an ssdaqd event stream.
+pub struct EventListener {
+    sock: zmq::Socket,
+    _ctx: zmq::Context,
+    endpoint: String,
+    last_number: Option<u64>,
+    received: u64,
+    missed: u64,
+}
+
+impl EventListener {
+    /// Connects to `endpoint` (e.g. `tcp://127.0.0.101:5555`) and subscribes
+    /// to everything. ZeroMQ connects in the background: this succeeds even
+    /// if the publisher is not up yet, and events flow once it is.
+    pub fn connect(endpoint: &str) -> Result<EventListener, ListenError> {
+        let err = |source| ListenError::Zmq { endpoint: endpoint.to_string(), source };
+        let ctx = zmq::Context::new();
+        let sock = ctx.socket(zmq::SUB).map_err(err)?;
+        sock.set_rcvhwm(DEFAULT_RCVHWM).map_err(err)?;
+        sock.set_linger(0).map_err(err)?;
+        sock.set_subscribe(b"").map_err(err)?;
+        sock.connect(endpoint).map_err(err)?;
+        Ok(EventListener { sock, _ctx: ctx, endpoint: endpoint.to_string(), last_number: None, received: 0, missed: 0 })
+    }
+
+    /// Waits up to `timeout` for the next event; `Ok(None)` on timeout.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<ReceivedEvent>, ListenError> {
+        let err = |source| ListenError::Zmq { endpoint: self.endpoint.clone(), source };
+        let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        if self.sock.poll(zmq::POLLIN, ms).map_err(err)? == 0 {
+            return Ok(None);
+        }
+        let msg = self.sock.recv_msg(zmq::DONTWAIT).map_err(err)?;
+        let number = EventView::parse(&msg).map_err(ListenError::Decode)?.number();
+        match self.last_number {
+            Some(last) if number > last => self.missed += number - last - 1,
+            _ => {} // first event, or the publisher restarted its numbering
+        }
+        self.last_number = Some(number);
+        self.received += 1;
+        Ok(Some(ReceivedEvent { msg }))
+    }
+
+    /// Events received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Events missed so far: gaps in the event numbers since the first one
+    /// received (a subscriber that fell behind, or was not yet connected).
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Disconnects. (Dropping the listener does the same.)
+    pub fn close(self) {}
+}

@@ -1,0 +1,613 @@
+//! The live daemon: its two stages, how they hand datagrams over, shutdown.
+//!
+//! ```text
+//!              ┌──────────── recv thread (core A) ───────────┐
+//!  UDP socket ─┤ Receiver::recv → batch ──┬─ small batch, builder idle:   │
+//!              │                          │    build it right here (inline)│
+//!              │                          └─ otherwise: SPSC queue ──┐     │
+//!              └─────────────────────────────────────────────────── │ ────┘
+//!                                                                    ▼
+//!              ┌──────────── build thread (core B) ──────────────────────┐
+//!              │ drain queue → Assembly (builder + publisher) → ZMQ PUB   │
+//!              │ every tick: wall-clock flush, subscriptions, status line │
+//!              └──────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! This module owns the threads, the two bounded SPSC queues between them
+//! (datagram references forward, emptied buffers back), and the order of
+//! shutdown. The [`Assembly`] — builder, publisher and their metrics — is
+//! owned by whichever stage holds its lock: the build thread while it drains
+//! the queue, or the receive thread for a batch small enough to build
+//! inline. Why both: on these VMs waking a sleeping thread takes p50 22 µs,
+//! p99 150–250 µs (measured, docs/performance.md), which alone breaks the
+//! 20 µs latency target at the camera's real rate; building inline avoids
+//! the wake-up, while under load the queue spreads receive and build over
+//! two cores. Inline is chosen only when the queue is empty and the lock is
+//! free, so datagrams are always built in arrival order.
+//!
+//! Time: the receive thread publishes a *fence*, "every datagram stamped
+//! before this has been queued or built", and the build thread's wall-clock
+//! flush uses the fence, never its own clock. The builder thus sees the same
+//! sequence of times a replay of the raw dump will, which is what makes the
+//! replay byte-exact.
+//!
+//! Nothing here allocates or logs per datagram; problems are counted and
+//! logged at most once per interval.
+
+use std::fmt;
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::builder::{self, Builder, BuilderConfig, BuilderStats, Datagram, Event, EventSink, Outcome};
+use crate::clock::{self, since};
+use crate::event::Format;
+use crate::metrics::{BatchSizes, BatchSummary, Quantiles, RateLimit, StageLatency, human_ns};
+use crate::packet::Reject;
+use crate::publish::{BindError, PublishStats, Publisher, Subscription};
+use crate::recv::{self, BATCH, Backend, BufId, IoMode, PacketPool, RecvMeta, Receiver};
+
+/// Batches up to this size are built inline on the receive thread when the
+/// build thread is idle (see the module documentation).
+pub const INLINE_MAX_BATCH: usize = 8;
+/// How often the build thread flushes on the wall clock and checks subscriptions.
+const TICK: Duration = Duration::from_millis(10);
+/// How long the receive thread waits in the kernel when idle: bounds how
+/// stale the time fence can get.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
+/// Wait while the build thread holds buffers, so returned ones recycle fast.
+const BUSY_WAIT: Duration = Duration::from_micros(200);
+/// At most one log line per cause per this interval.
+const LOG_EVERY_NS: u64 = 10_000_000_000;
+
+/// Everything `ssdaqd` needs to run.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub listen: SocketAddrV4,
+    pub endpoint: String,
+    pub format: Format,
+    /// Per-subscriber queue of the publisher, in messages.
+    pub hwm: i32,
+    pub io: IoMode,
+    /// Pin (receive, build) threads to these cores.
+    pub cores: Option<(usize, usize)>,
+    pub builder: BuilderConfig,
+    /// Socket receive buffer to ask for, bytes.
+    pub rcvbuf: usize,
+    /// Packet buffers shared by the stages (power of two).
+    pub buffers: usize,
+    /// Interval of the status line; zero for none.
+    pub status_interval: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            listen: SocketAddrV4::new([0, 0, 0, 0].into(), 2009),
+            endpoint: crate::publish::DEFAULT_ENDPOINT.to_string(),
+            format: Format::V1,
+            hwm: crate::publish::DEFAULT_HWM,
+            io: IoMode::Auto,
+            cores: None,
+            builder: BuilderConfig::default(),
+            rcvbuf: 64 << 20,
+            buffers: 2048,
+            status_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the daemon could not start. Each is something the operator can fix.
+#[derive(Debug)]
+pub enum StartError {
+    Config(String),
+    Listen { addr: SocketAddrV4, source: std::io::Error },
+    Publish(BindError),
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Listen { addr, source } => {
+                write!(f, "cannot listen on UDP {addr}: {source}")?;
+                if source.kind() == std::io::ErrorKind::AddrInUse {
+                    write!(f, " (another ssdaqd running? choose another port with -l)")?;
+                }
+                Ok(())
+            }
+            StartError::Publish(e) => write!(f, "{e}"),
+            StartError::Io(e) => write!(f, "cannot set up receiving: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Counters written by the receive thread (relaxed atomics, read by anyone).
+#[derive(Default)]
+struct RecvCounters {
+    datagrams: AtomicU64,
+    bytes: AtomicU64,
+    inline_batches: AtomicU64,
+    queued_batches: AtomicU64,
+    errors: AtomicU64,
+    kernel_drops: AtomicU64,
+}
+
+/// State shared by the two stages.
+struct Shared {
+    asm: Mutex<Assembly>,
+    /// Every datagram stamped before this (ns) has been built or queued.
+    fence: AtomicU64,
+    stop: Arc<AtomicBool>,
+    recv_done: AtomicBool,
+    recv: RecvCounters,
+    batches: BatchSizes,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Assembly> {
+        self.asm.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The builder and the publisher, with what they measure.
+struct Assembly {
+    builder: Builder,
+    publisher: Publisher,
+    format: Format,
+    latency: StageLatency,
+    reject_logs: [RateLimit; Reject::ALL.len()],
+    out_of_sync_log: RateLimit,
+    readout_log: RateLimit,
+    expected_logged: u32,
+    status: StatusState,
+}
+
+/// Sends each event the builder emits, timing it.
+struct PublishSink<'a> {
+    publisher: &'a mut Publisher,
+    latency: &'a mut StageLatency,
+    format: Format,
+}
+
+impl EventSink for PublishSink<'_> {
+    #[inline]
+    fn event(&mut self, mut ev: Event<'_>) {
+        let arrival = ev.header.arrival_ns;
+        let complete = ev.is_complete();
+        if complete {
+            self.latency.to_built.record(since(arrival, clock::now_ns()));
+        }
+        self.publisher.send(ev.encode(self.format));
+        let sent = since(arrival, clock::now_ns());
+        if complete {
+            self.latency.to_zmq.record(sent);
+        } else {
+            self.latency.partial_to_zmq.record(sent);
+        }
+    }
+}
+
+impl Assembly {
+    fn sink(&mut self) -> (&mut Builder, PublishSink<'_>) {
+        (&mut self.builder, PublishSink { publisher: &mut self.publisher, latency: &mut self.latency, format: self.format })
+    }
+
+    /// Builds one received datagram.
+    #[inline]
+    fn process(&mut self, pool: &PacketPool, m: &RecvMeta) {
+        let d = Datagram {
+            payload: pool.payload(&m.buf, m.len as usize),
+            src: *m.src.ip(),
+            arrival_ns: m.arrival_ns,
+            truncated: m.truncated,
+        };
+        let (builder, mut sink) = self.sink();
+        let outcome = builder.push(d, &mut sink);
+        let now = clock::now_ns();
+        match outcome {
+            Outcome::Accepted { dropped_readouts: 0 } => self.latency.to_slot.record(since(d.arrival_ns, now)),
+            Outcome::Accepted { dropped_readouts } => {
+                self.latency.to_slot.record(since(d.arrival_ns, now));
+                if let Some(held) = self.readout_log.allow(now) {
+                    let s = self.builder.stats();
+                    warn!(
+                        "{dropped_readouts} late or duplicate readouts in a datagram from {} \
+                         (late {} duplicate {} in all; {held} such datagrams not logged)",
+                        m.src,
+                        s.late(),
+                        s.duplicate()
+                    );
+                }
+            }
+            Outcome::Rejected(cause) => {
+                if let Some(held) = self.reject_logs[cause.index()].allow(now) {
+                    warn!(
+                        "dropped a datagram of {} bytes from {}: {} ({} such in all, {held} not logged since the last message)",
+                        m.len,
+                        m.src,
+                        cause.name(),
+                        self.builder.stats().rejected[cause.index()]
+                    );
+                }
+            }
+            Outcome::OutOfSync => {
+                if let Some(held) = self.out_of_sync_log.allow(now) {
+                    warn!(
+                        "dropped a datagram from {}: its timestamps are more than {} from the camera's \
+                         (module restarted or clock wrong? {} such in all, {held} not logged)",
+                        m.src,
+                        human_ns(self.builder.config().max_jump_ns),
+                        self.builder.stats().out_of_sync
+                    );
+                }
+            }
+        }
+    }
+
+    /// Wall-clock work: flush what timed out, note subscriptions and modules.
+    fn tick(&mut self, fence: u64) {
+        let (builder, mut sink) = self.sink();
+        builder.advance(fence, &mut sink);
+        match self.publisher.poll_subscriptions() {
+            Some(Subscription::Joined) => {
+                info!("subscriber joined (subscriptions: {})", self.publisher.stats().subscriptions)
+            }
+            Some(Subscription::Left) => {
+                info!("subscriber left (subscriptions: {})", self.publisher.stats().subscriptions)
+            }
+            None => {}
+        }
+        let expected = self.builder.expected();
+        if expected != self.expected_logged {
+            let (joined, left) = (expected & !self.expected_logged, self.expected_logged & !expected);
+            if joined != 0 {
+                info!("modules heard from: {} (now waiting for {})", builder::format_module_set(joined), describe(expected));
+            }
+            if left != 0 {
+                warn!(
+                    "modules silent for {}: {} (no longer waited for; now {})",
+                    human_ns(self.builder.config().module_timeout_ns),
+                    builder::format_module_set(left),
+                    describe(expected)
+                );
+            }
+            self.expected_logged = expected;
+        }
+    }
+
+    fn flush(&mut self) {
+        let (builder, mut sink) = self.sink();
+        builder.flush(&mut sink);
+    }
+}
+
+fn describe(mask: u32) -> String {
+    format!("{} module(s): {}", mask.count_ones(), builder::format_module_set(mask))
+}
+
+/// Counters as of the last status line, to print rates.
+#[derive(Default)]
+struct StatusState {
+    at_ns: u64,
+    datagrams: u64,
+    events: u64,
+    complete: u64,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    recv: JoinHandle<()>,
+    build: JoinHandle<()>,
+    started_ns: u64,
+    backend: Backend,
+    endpoint: String,
+    listen: SocketAddrV4,
+    rcvbuf: usize,
+}
+
+impl Daemon {
+    /// Binds the socket and the publisher, then starts both stages. Errors
+    /// are about the environment (port in use, bad endpoint) and say so.
+    pub fn start(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<Daemon, StartError> {
+        cfg.builder.validate().map_err(StartError::Config)?;
+        if !cfg.buffers.is_power_of_two() || cfg.buffers < BATCH {
+            return Err(StartError::Config(format!("--buffers must be a power of two >= {BATCH}")));
+        }
+        let (socket, rcvbuf) =
+            recv::bind_udp(cfg.listen, cfg.rcvbuf).map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
+        let publisher = Publisher::bind(&cfg.endpoint, cfg.hwm).map_err(StartError::Publish)?;
+        let endpoint = publisher.endpoint().to_string();
+        let pool = PacketPool::new(cfg.buffers);
+        let receiver = Receiver::new(socket, pool.clone(), cfg.io).map_err(StartError::Io)?;
+        let backend = receiver.backend();
+        let listen = cfg.listen;
+        let now = clock::now_ns();
+        let asm = Assembly {
+            builder: Builder::new(cfg.builder.clone()),
+            publisher,
+            format: cfg.format,
+            latency: StageLatency::default(),
+            reject_logs: [RateLimit::new(LOG_EVERY_NS); Reject::ALL.len()],
+            out_of_sync_log: RateLimit::new(LOG_EVERY_NS),
+            readout_log: RateLimit::new(LOG_EVERY_NS),
+            expected_logged: cfg.builder.modules.unwrap_or(0),
+            status: StatusState { at_ns: now, ..Default::default() },
+        };
+        let shared = Arc::new(Shared {
+            asm: Mutex::new(asm),
+            fence: AtomicU64::new(now),
+            stop,
+            recv_done: AtomicBool::new(false),
+            recv: RecvCounters::default(),
+            batches: BatchSizes::new(BATCH),
+        });
+        let (to_build, from_recv) = rtrb::RingBuffer::<RecvMeta>::new(cfg.buffers);
+        let (to_recv, from_build) = rtrb::RingBuffer::<BufId>::new(cfg.buffers);
+        let (core_recv, core_build) = cfg.cores.unzip();
+        let status = cfg.status_interval;
+        let s = shared.clone();
+        let build = thread::Builder::new()
+            .name("ssdaq-build".into())
+            .spawn(move || build_stage(&s, from_recv, to_recv, pool, core_build, status))
+            .map_err(StartError::Io)?;
+        let s = shared.clone();
+        let build_thread = build.thread().clone();
+        let recv = thread::Builder::new()
+            .name("ssdaq-recv".into())
+            .spawn(move || recv_stage(&s, receiver, to_build, from_build, build_thread, core_recv))
+            .map_err(StartError::Io)?;
+        info!(
+            "listening on UDP {listen} ({backend}, receive buffer {} KiB granted of {} KiB asked), \
+             publishing {:?} on {endpoint}",
+            rcvbuf >> 10,
+            cfg.rcvbuf >> 10,
+            cfg.format
+        );
+        Ok(Daemon { shared, recv, build, started_ns: now, backend, endpoint, listen, rcvbuf })
+    }
+
+    /// The endpoint subscribers connect to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn listen_addr(&self) -> SocketAddrV4 {
+        self.listen
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Waits for the stop flag, then for both stages: the build stage
+    /// flushes every pending event before it ends. Returns the run's summary.
+    pub fn wait(self) -> Summary {
+        let _ = self.recv.join();
+        let _ = self.build.join();
+        let asm = self.shared.lock();
+        let r = &self.shared.recv;
+        Summary {
+            elapsed_ns: since(self.started_ns, clock::now_ns()),
+            backend: self.backend,
+            rcvbuf: self.rcvbuf,
+            received: r.datagrams.load(Ordering::Relaxed),
+            received_bytes: r.bytes.load(Ordering::Relaxed),
+            inline_batches: r.inline_batches.load(Ordering::Relaxed),
+            queued_batches: r.queued_batches.load(Ordering::Relaxed),
+            recv_errors: r.errors.load(Ordering::Relaxed),
+            kernel_drops: r.kernel_drops.load(Ordering::Relaxed),
+            batches: self.shared.batches.summary(),
+            builder: asm.builder.stats().clone(),
+            publish: asm.publisher.stats(),
+            latency: asm.latency.all().map(|l| (l.name, l.total())).to_vec(),
+        }
+    }
+}
+
+fn pin(core: Option<usize>, stage: &str) {
+    if let Some(id) = core {
+        if core_affinity::set_for_current(core_affinity::CoreId { id }) {
+            info!("{stage} stage pinned to core {id}");
+        } else {
+            warn!("could not pin the {stage} stage to core {id}: running unpinned");
+        }
+    }
+}
+
+/// The receive stage: socket → inline build or queue.
+fn recv_stage(
+    shared: &Shared,
+    mut rx: Receiver,
+    mut to_build: rtrb::Producer<RecvMeta>,
+    mut returned: rtrb::Consumer<BufId>,
+    build_thread: thread::Thread,
+    core: Option<usize>,
+) {
+    pin(core, "receive");
+    let pool = rx.pool().clone();
+    let capacity = to_build.buffer().capacity();
+    let mut batch: Vec<RecvMeta> = Vec::with_capacity(BATCH);
+    let mut error_log = RateLimit::new(LOG_EVERY_NS);
+    let mut next_drop_check = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        while let Ok(b) = returned.pop() {
+            rx.release(b);
+        }
+        let builder_busy = to_build.slots() < capacity;
+        // Everything received so far has been built or queued: any datagram
+        // from here on is stamped after this.
+        shared.fence.store(clock::now_ns(), Ordering::Release);
+        let wait = if builder_busy { BUSY_WAIT } else { IDLE_WAIT };
+        let n = match rx.recv(&mut batch, wait) {
+            Ok(n) => n,
+            Err(e) => {
+                shared.recv.errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(held) = error_log.allow(clock::now_ns()) {
+                    warn!("receive error: {e} ({held} more not logged)");
+                }
+                thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        };
+        let now = clock::now_ns();
+        if now >= next_drop_check {
+            if let Some(d) = rx.kernel_drops() {
+                shared.recv.kernel_drops.store(d, Ordering::Relaxed);
+            }
+            next_drop_check = now + 1_000_000_000;
+        }
+        if n == 0 {
+            continue;
+        }
+        shared.batches.record(n);
+        shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
+        let bytes: u64 = batch.iter().map(|m| m.len as u64).sum();
+        shared.recv.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let inline = if n <= INLINE_MAX_BATCH && to_build.slots() == capacity {
+            shared.asm.try_lock().ok()
+        } else {
+            None
+        };
+        if let Some(mut asm) = inline {
+            for m in batch.drain(..) {
+                asm.process(&pool, &m);
+                rx.release(m.buf);
+            }
+            shared.recv.inline_batches.fetch_add(1, Ordering::Relaxed);
+        } else {
+            for m in batch.drain(..) {
+                // Cannot fail: the queue holds as many entries as there are buffers.
+                let _ = to_build.push(m);
+            }
+            shared.recv.queued_batches.fetch_add(1, Ordering::Relaxed);
+            build_thread.unpark();
+        }
+    }
+    shared.fence.store(clock::now_ns(), Ordering::Release);
+    shared.recv_done.store(true, Ordering::Release);
+    build_thread.unpark();
+}
+
+/// The build stage: queue → builder → publisher; wall-clock ticks; status.
+fn build_stage(
+    shared: &Shared,
+    mut from_recv: rtrb::Consumer<RecvMeta>,
+    mut to_recv: rtrb::Producer<BufId>,
+    pool: Arc<PacketPool>,
+    core: Option<usize>,
+    status_interval: Duration,
+) {
+    pin(core, "build");
+    let drain = |asm: &mut Assembly, q: &mut rtrb::Consumer<RecvMeta>, back: &mut rtrb::Producer<BufId>| {
+        while let Ok(m) = q.pop() {
+            asm.process(&pool, &m);
+            // Cannot fail: as many entries as buffers.
+            let _ = back.push(m.buf);
+        }
+    };
+    let mut next_tick = clock::now_ns();
+    loop {
+        let fence = shared.fence.load(Ordering::Acquire);
+        let done = shared.recv_done.load(Ordering::Acquire);
+        if !from_recv.is_empty() {
+            drain(&mut shared.lock(), &mut from_recv, &mut to_recv);
+            continue;
+        }
+        let now = clock::now_ns();
+        if now >= next_tick || done {
+            let mut asm = shared.lock();
+            drain(&mut asm, &mut from_recv, &mut to_recv);
+            asm.tick(fence);
+            if !status_interval.is_zero() && now >= asm.status.at_ns + status_interval.as_nanos() as u64 {
+                status_line(&mut asm, shared, now);
+            }
+            if done {
+                asm.flush();
+                return;
+            }
+            next_tick = now + TICK.as_nanos() as u64;
+        }
+        thread::park_timeout(Duration::from_nanos(next_tick.saturating_sub(clock::now_ns())));
+    }
+}
+
+/// The periodic one-line status.
+fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
+    let dt = since(asm.status.at_ns, now).max(1) as f64 / 1e9;
+    let s = asm.builder.stats();
+    let datagrams = shared.recv.datagrams.load(Ordering::Relaxed);
+    let (events, complete) = (s.events(), s.complete);
+    let rate = |now: u64, then: u64| (now - then) as f64 / dt;
+    let p = asm.publisher.stats();
+    let line = format!(
+        "{:.0} datagrams/s → {:.1} events/s (complete {:.1}, partial {:.1}) | {} | dropped: refused {} late {} dup {} kernel {} hwm {} | pending {}",
+        rate(datagrams, asm.status.datagrams),
+        rate(events, asm.status.events),
+        rate(complete, asm.status.complete),
+        rate(events - complete, asm.status.events - asm.status.complete),
+        describe(asm.builder.expected()),
+        s.rejected_total(),
+        s.late(),
+        s.duplicate(),
+        shared.recv.kernel_drops.load(Ordering::Relaxed),
+        p.hwm_drops,
+        asm.builder.pending(),
+    );
+    asm.status = StatusState { at_ns: now, datagrams, events, complete };
+    let q = asm.latency.to_zmq.take_interval();
+    for l in asm.latency.all_mut() {
+        l.take_interval();
+    }
+    info!("status: {line} | arrival→zmq {q}");
+}
+
+/// What a run did, printed when it ends.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub elapsed_ns: u64,
+    pub backend: Backend,
+    pub rcvbuf: usize,
+    pub received: u64,
+    pub received_bytes: u64,
+    pub inline_batches: u64,
+    pub queued_batches: u64,
+    pub recv_errors: u64,
+    pub kernel_drops: u64,
+    pub batches: BatchSummary,
+    pub builder: BuilderStats,
+    pub publish: PublishStats,
+    pub latency: Vec<(&'static str, Quantiles)>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed_ns as f64 / 1e9;
+        writeln!(f, "ssdaqd summary after {secs:.1} s ({} receive)", self.backend)?;
+        writeln!(
+            f,
+            "received {} datagrams, {} bytes; kernel drops {}; receive errors {}",
+            self.received, self.received_bytes, self.kernel_drops, self.recv_errors
+        )?;
+        writeln!(
+            f,
+            "receive batches: {}; built inline {}, queued to the build stage {}",
+            self.batches, self.inline_batches, self.queued_batches
+        )?;
+        write!(f, "{}", self.builder)?;
+        writeln!(f, "published: {}", self.publish)?;
+        writeln!(f, "latency from datagram arrival:")?;
+        for (name, q) in &self.latency {
+            writeln!(f, "  {name:<22} {q}")?;
+        }
+        Ok(())
+    }
+}
