@@ -71,8 +71,10 @@ const _: () = assert!(
 /// A fixed set of packet buffers shared by the receiving thread, the kernel
 /// and a consumer thread.
 ///
-/// `n` buffers of [`BUF_SIZE`] bytes, mapped once at creation (pages become
-/// resident as they are first written). A pool serves a single [`Receiver`]
+/// `n` buffers of [`BUF_SIZE`] bytes, mapped and made resident once at
+/// creation (`MAP_POPULATE`: the io_uring ring cycles through every buffer,
+/// and a first-touch page fault inside the kernel's copy cost ~10 % of the
+/// drain rate), so the pool's RSS is `n * BUF_SIZE` from the start. A pool serves a single [`Receiver`]
 /// for its whole life; readers reach a payload only through the [`BufId`]
 /// that proves they own the buffer.
 pub struct PacketPool {
@@ -107,7 +109,7 @@ unsafe impl Send for PacketPool {}
 static NEXT_POOL_TAG: AtomicU32 = AtomicU32::new(1);
 
 impl PacketPool {
-    /// Maps `n` buffers of [`BUF_SIZE`] bytes.
+    /// Maps `n` buffers of [`BUF_SIZE`] bytes and faults them in.
     ///
     /// Panics if `n` is not a power of two in `1..=MAX_BUFFERS`, if the
     /// memory cannot be mapped, or if more than 65535 pools are created in
@@ -130,7 +132,7 @@ impl PacketPool {
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
                 0,
             )
