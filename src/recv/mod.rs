@@ -73,10 +73,12 @@ const _: () = assert!(
 ///
 /// `n` buffers of [`BUF_SIZE`] bytes, mapped and made resident once at
 /// creation (`MAP_POPULATE`: the io_uring ring cycles through every buffer,
-/// and a first-touch page fault inside the kernel's copy cost ~10 % of the
-/// drain rate), so the pool's RSS is `n * BUF_SIZE` from the start. A pool serves a single [`Receiver`]
-/// for its whole life; readers reach a payload only through the [`BufId`]
-/// that proves they own the buffer.
+/// and first-touch page faults inside the kernel's copy cost ~10 % of the
+/// drain rate), so the pool's RSS is `n * BUF_SIZE` from the start.
+///
+/// A pool serves a single [`Receiver`] for its whole life (even one whose
+/// setup failed); readers reach a payload only through the [`BufId`] that
+/// proves they own the buffer.
 pub struct PacketPool {
     /// `n * BUF_SIZE` bytes from `mmap`; the cells say that the bytes are
     /// written behind shared references (by the kernel, into buffers nobody
@@ -96,9 +98,10 @@ pub struct PacketPool {
 // holder of its `BufId`. Only the owner touches the bytes: the kernel writes
 // while it owns a buffer, the holder of a `BufId` reads (`payload`), nobody
 // writes while a `BufId` exists. Ownership passes to the kernel and back
-// through system calls (which order memory), and `BufId`s move between
-// threads only through channels with release/acquire ordering (std mpsc,
-// rtrb), so a reader sees the bytes the kernel wrote before the hand-over.
+// through system calls and the completion queue (whose tail the io-uring
+// crate loads with Acquire), and `BufId`s move between threads only through
+// channels with release/acquire ordering (std mpsc, rtrb), so a reader sees
+// the bytes the kernel wrote before the hand-over.
 // `claimed` makes sure a single `Receiver` ever hands out ids, and `tag`
 // makes sure an id only ever names a buffer of the pool that issued it.
 unsafe impl Sync for PacketPool {}
@@ -307,8 +310,9 @@ impl fmt::Display for Backend {
 /// kernel's own drop counter is [`Receiver::kernel_drops`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecvStats {
-    /// Failed receives or completions the receiver could not use (each one
-    /// also counted here when its buffer was recycled unread).
+    /// io_uring: completions the receiver could not use (their buffers go
+    /// straight back to the ring) and receives ended by an error; logged at
+    /// most once a minute. (recvmmsg returns its errors from `recv`.)
     pub errors: u64,
     /// Times the consumer held every buffer when the receiver needed one;
     /// datagrams waited in the socket queue meanwhile.
@@ -851,6 +855,12 @@ mod tests {
         let pool = Arc::downgrade(rx.pool());
         std::thread::spawn(move || drop(rx)).join().unwrap();
         assert!(pool.upgrade().is_some());
+
+        // A receiver that never received has no owner thread yet.
+        let (rx, _) = receiver(4, IoMode::Uring);
+        let pool = Arc::downgrade(rx.pool());
+        std::thread::spawn(move || drop(rx)).join().unwrap();
+        assert!(pool.upgrade().is_none(), "freed normally");
     }
 
     /// The drain rate of each backend, printed (not asserted): fill a socket
@@ -904,8 +914,8 @@ mod tests {
                 let mpps = got as f64 / secs / 1e6;
                 let drops = rx.kernel_drops().unwrap();
                 println!(
-                    "{:>8}, {pool_size:>4} buffers: {got} datagrams in {:.1} ms = {mpps:.3} Mpps, {:.2} µs CPU each, \
-                     {:.1} per call, kernel drops {drops}, rcvbuf granted {} MiB",
+                    "{:>8}, {pool_size:>4} buffers: {got} datagrams in {:.1} ms = {mpps:.3} Mpps, \
+                     {:.2} µs CPU each, {:.1} per call, kernel drops {drops}, rcvbuf {} MiB",
                     rx.backend().name(),
                     secs * 1e3,
                     cpu.as_secs_f64() * 1e6 / got as f64,
@@ -929,7 +939,7 @@ mod tests {
                     v[v.len() / 2]
                 };
                 println!(
-                    "{:>8}, {p:>4} buffers: median of {RUNS}: {:.3} Mpps, {:.2} µs CPU per datagram",
+                    "{:>8}, {p:>4} buffers: median of {RUNS}: {:.3} Mpps, {:.2} µs CPU each",
                     b.name(),
                     median(|r| r.2),
                     median(|r| r.3)

@@ -153,7 +153,8 @@ impl Uring {
                     Some(libc::EBUSY) => {}
                     Some(libc::EEXIST) => {
                         return Err(io::Error::other(
-                            "io_uring: recv called from a thread other than the one that first called it",
+                            "io_uring: recv called from a thread other than \
+                             the one that first called it",
                         ));
                     }
                     _ => return Err(e),
