@@ -805,6 +805,73 @@ mod tests {
         println!("auto chose {}", rx.backend());
     }
 
+    /// Makes `io_uring_setup` fail with `EPERM` on the calling thread only
+    /// (a seccomp filter without TSYNC), as Docker's default profile does for
+    /// a whole container.
+    fn forbid_io_uring_on_this_thread() {
+        let stmt = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        };
+        let filter = [
+            // Load seccomp_data.nr; if io_uring_setup, fail it, else allow.
+            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+            stmt(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                libc::SYS_io_uring_setup as u32,
+                0,
+                1,
+            ),
+            stmt(
+                libc::BPF_RET | libc::BPF_K,
+                libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                0,
+                0,
+            ),
+            stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: prctl and seccomp with valid arguments; the kernel copies
+        // the program. Without SECCOMP_FILTER_FLAG_TSYNC the filter binds
+        // only this thread, which the caller spawned for the purpose.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            let r = libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog);
+            assert_eq!(r, 0, "seccomp: {}", io::Error::last_os_error());
+        }
+    }
+
+    #[test]
+    fn without_io_uring_auto_falls_back_to_recvmmsg_and_uring_mode_is_an_error() {
+        std::thread::spawn(|| {
+            forbid_io_uring_on_this_thread();
+            let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+            let (socket, _) = bind_udp(any, 0).unwrap();
+            let err = Receiver::new(socket, PacketPool::new(2), IoMode::Uring)
+                .err()
+                .unwrap();
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+            assert!(err.to_string().starts_with("io_uring setup"), "{err}");
+
+            let (socket, _) = bind_udp(any, 0).unwrap();
+            let mut rx = Receiver::new(socket, PacketPool::new(2), IoMode::Auto).unwrap();
+            assert_eq!(rx.backend(), Backend::Recvmmsg);
+            let SocketAddr::V4(addr) = rx.local_addr().unwrap() else {
+                unreachable!()
+            };
+            sender(9).send_to(b"still here", addr).unwrap();
+            let got = collect(&mut rx, 1);
+            assert_eq!(rx.pool().payload(&got[0].buf, 10), b"still here");
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn a_pool_serves_a_single_receiver() {
         let pool = PacketPool::new(2);

@@ -80,11 +80,11 @@ unsafe impl Send for Uring {}
 
 impl Uring {
     pub(super) fn new(fd: RawFd, pool: Arc<PacketPool>) -> io::Result<Uring> {
-        probe(&pool)?;
+        probe()?;
         let n = pool.len();
         let cq_entries = (2 * n).max(64) as u32;
         let ring = build_ring(cq_entries, true)?;
-        let mut bufs = BufRing::new(n)?;
+        let mut bufs = BufRing::new(n).map_err(context("mapping the buffer ring"))?;
         for i in 0..n as u32 {
             bufs.push(&pool, i);
         }
@@ -97,7 +97,7 @@ impl Uring {
             ring.submitter()
                 .register_buf_ring_with_flags(bufs.addr(), n as u16, BGID, 0)
         }
-        .map_err(|e| io::Error::new(e.kind(), format!("registering the buffer ring: {e}")))?;
+        .map_err(context("registering the buffer ring"))?;
         Ok(Uring {
             ring,
             bufs,
@@ -326,7 +326,12 @@ fn build_ring(cq_entries: u32, disabled: bool) -> io::Result<IoUring> {
     if disabled {
         b.setup_r_disabled();
     }
-    b.build(SQ_ENTRIES)
+    b.build(SQ_ENTRIES).map_err(context("io_uring_setup"))
+}
+
+/// Prefixes an error with the step that failed, keeping its kind.
+fn context(step: &'static str) -> impl Fn(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{step}: {e}"))
 }
 
 /// A provided-buffer ring: `n` entries of (address, length, buffer id) in a
@@ -377,6 +382,12 @@ impl BufRing {
     /// Appends buffer `i` of `pool` (which the caller owns) after the tail;
     /// the kernel sees it after the next `publish`.
     fn push(&mut self, pool: &PacketPool, i: u32) {
+        self.push_addr(pool.buf_ptr(i), i as u16);
+    }
+
+    /// Appends the `BUF_SIZE` bytes at `addr` as buffer `bid`. The caller
+    /// owns them, and at most `n` buffers ever go through this ring.
+    fn push_addr(&mut self, addr: *mut u8, bid: u16) {
         let slot = usize::from(self.tail) & (self.n - 1);
         // SAFETY: slot < n lies in the mapping. The kernel reads only the
         // entries between its head and the published tail; this slot is
@@ -384,9 +395,9 @@ impl BufRing {
         // owns this one, so fewer than n are in the ring. The tail field
         // (inside entry 0) is written only by `publish`, never here.
         let e = unsafe { &mut *self.entries.as_ptr().add(slot) };
-        e.set_addr(pool.buf_ptr(i) as u64);
+        e.set_addr(addr as u64);
         e.set_len(BUF_SIZE as u32);
-        e.set_bid(i as u16);
+        e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -424,39 +435,45 @@ impl Drop for BufRing {
     }
 }
 
-/// Receives one datagram on a throwaway ring, the way `Uring` will, and
-/// checks that its payload lands at `PAYLOAD_OFFSET` of the buffer. Uses
-/// buffer 0 of `pool`, which the caller owns and gets back afterwards.
-fn probe(pool: &PacketPool) -> io::Result<()> {
+/// Receives one datagram on a throwaway ring, the way `Uring` will, into a
+/// buffer of its own, and checks that the payload lands at `PAYLOAD_OFFSET`.
+fn probe() -> io::Result<()> {
     const DATA: &[u8] = b"ssdaq io_uring probe";
-    let msghdr = recv_msghdr();
-    let mut bufs = BufRing::new(1)?;
-    bufs.push(pool, 0);
-    bufs.publish();
     let mut ring = build_ring(4, false)?;
-    // SAFETY: a page-aligned one-entry ring naming buffer 0 of `pool`; both
-    // outlive the registration, which ends below before they can go.
-    unsafe {
+    let msghdr = recv_msghdr();
+    let mut bufs = BufRing::new(1).map_err(context("mapping the buffer ring"))?;
+    // Owned through a raw pointer while the kernel may write into it.
+    let buf: *mut [u8] = Box::into_raw(vec![0u8; BUF_SIZE].into_boxed_slice());
+    bufs.push_addr(buf.cast(), 0);
+    bufs.publish();
+    // SAFETY: a page-aligned one-entry ring naming `buf`; both outlive the
+    // registration, which ends below before they can go.
+    let registered = unsafe {
         ring.submitter()
-            .register_buf_ring_with_flags(bufs.addr(), 1, BGID, 0)?
+            .register_buf_ring_with_flags(bufs.addr(), 1, BGID, 0)
     };
-    let result = probe_receive(&mut ring, &msghdr, pool, DATA);
-    if let Err(e) = ring.submitter().unregister_buf_ring(BGID) {
-        // Never reached in practice (same thread, ring alive); if it were,
-        // the kernel could still own buffer 0 and the ring memory.
-        bufs.leak = true;
-        return Err(io::Error::new(
-            e.kind(),
-            format!("unregistering the probe's buffer ring: {e}"),
-        ));
+    if let Err(e) = registered {
+        // SAFETY: from `Box::into_raw` above, never given to the kernel.
+        drop(unsafe { Box::from_raw(buf) });
+        return Err(context("registering the buffer ring")(e));
     }
-    result.map_err(|e| io::Error::new(e.kind(), format!("multishot recvmsg probe: {e}")))
+    let result = probe_receive(&mut ring, &msghdr, buf.cast(), DATA);
+    if let Err(e) = ring.submitter().unregister_buf_ring(BGID) {
+        // Not expected (same thread, ring alive); if it happens the kernel
+        // may still own the buffer and the ring memory: leak both.
+        bufs.leak = true;
+        return Err(context("unregistering the probe's buffer ring")(e));
+    }
+    // SAFETY: from `Box::into_raw` above; with the group unregistered the
+    // kernel can no longer write into it.
+    drop(unsafe { Box::from_raw(buf) });
+    result.map_err(context("multishot recvmsg probe"))
 }
 
 fn probe_receive(
     ring: &mut IoUring,
     msghdr: &libc::msghdr,
-    pool: &PacketPool,
+    buf: *const u8,
     data: &[u8],
 ) -> io::Result<()> {
     let (rx, tx) = UnixDatagram::pair()?;
@@ -482,8 +499,9 @@ fn probe_receive(
         return Err(io::Error::other("completion without the provided buffer"));
     }
     let filled = (cqe.result() as usize).min(BUF_SIZE);
-    // SAFETY: the completion handed buffer 0 back to us, filled up to `filled`.
-    let bytes = unsafe { std::slice::from_raw_parts(pool.buf_ptr(0), filled) };
+    // SAFETY: the completion handed the buffer (BUF_SIZE bytes at `buf`)
+    // back to us, filled up to `filled`.
+    let bytes = unsafe { std::slice::from_raw_parts(buf, filled) };
     let payloadlen = bytes
         .get(8..12)
         .map(|w| u32::from_ne_bytes(w.try_into().unwrap()));
@@ -508,7 +526,6 @@ mod tests {
 
     #[test]
     fn the_probe_finds_the_payload_at_payload_offset() {
-        let pool = PacketPool::new(1);
-        probe(&pool).unwrap();
+        probe().unwrap();
     }
 }
