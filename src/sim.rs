@@ -593,11 +593,11 @@ impl fmt::Display for SimStats {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "sent {} datagrams ({} bytes) from {} modules in {:.3} s: {:.0} datagrams/s, {:.2} MB/s\n\
+            "sent {} ({} bytes) from {} in {:.3} s: {:.0} datagrams/s, {:.2} MB/s\n\
              faults: {} dropped, {} duplicated, {} malformed; send errors: {}",
-            self.sent(),
+            plural(self.sent(), "datagram"),
             self.bytes(),
-            self.modules.len(),
+            plural(self.modules.len() as u64, "module"),
             secs,
             self.datagrams_per_sec(),
             self.bytes() as f64 / secs.max(1e-9) / 1e6,
@@ -623,6 +623,15 @@ impl fmt::Display for SimStats {
             }
         }
         Ok(())
+    }
+}
+
+/// "1 module", "2 modules".
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
