@@ -969,7 +969,9 @@ struct Ctx {
 ///
 /// **Flood**: the same grid, but on a virtual clock that advances one frame
 /// per datagram from the current wall-clock frame, so every datagram is a
-/// distinct frame and all modules send the same frames. Each module in turn
+/// distinct frame and all modules send the same frames (the virtual clock
+/// soon runs far ahead of the wall clock: 400 k datagrams/s at 25/s is
+/// 16 000× real time). Each module in turn
 /// sends a batch of `cfg.batch` datagrams with one `sendmmsg` (or, with
 /// `cfg.gso`, one `sendmsg` carrying equal-size segments with `UDP_SEGMENT`;
 /// malformed datagrams go separately). Buffers are allocated once. To stay
