@@ -1,1 +1,2007 @@
-//! Simulated camera (placeholder: being written).
+//! A simulated CHEC-S camera: TARGET-C modules sending slow-signal datagrams.
+//!
+//! This module replaces the original Python `tm-ss-sim`. It owns:
+//!
+//! * a deterministic **pixel model** ([`pixel_adc`], [`aux_ts`], [`readout`],
+//!   [`datagram`]): every value a simulated module sends is a pure function of
+//!   `(seed, module, pixel, primary timestamp)`, so a test can recompute and
+//!   verify every byte it receives;
+//! * the **timestamp grid** ([`Grid`]): readout timestamps are multiples of
+//!   the readout spacing on the wall clock, so all simulated modules, and two
+//!   simulator processes at the same rate, agree on them (PROTOCOL.md §1: the
+//!   primary timestamps of one readout are equal across the camera);
+//! * **pacing** ([`run`]): one socket per module bound to its camera source
+//!   address `127.0.0.(100+m)` (PROTOCOL.md §2), a frame sent right after the
+//!   wall clock passes its last readout, sleeping in between; or a **flood**
+//!   with `sendmmsg` (or UDP GSO) on a virtual clock, as fast as the core goes;
+//! * **fault injection** ([`Faults`]): loss, dead modules, skipped frames,
+//!   malformed, duplicated and reordered datagrams, timestamp jumps — each
+//!   seeded and counted, so a test knows exactly what the receiver must see.
+//!
+//! The readout byte layout is not known here: readouts are built with
+//! [`packet::Readout::new`] and written with zerocopy. This module must never
+//! busy-wait at a paced rate (the real camera's 25 datagrams/s/module × 32
+//! must cost ~0 % CPU), never allocate per datagram in flood mode, and never
+//! print: [`run`] returns [`SimStats`] and callers decide what to show.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::SockAddr;
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::clock::now_ns;
+use crate::event::mv_to_adc;
+use crate::packet::{self, N_MODULES, N_PIXELS, READOUT_SIZE, Readout};
+
+/// Datagrams per second per module of the reference simulator (PROTOCOL.md §3).
+pub const DEFAULT_RATE: f64 = 25.0;
+/// The DAQ host's UDP port.
+pub const DEFAULT_PORT: u16 = 2009;
+/// Datagrams per `sendmmsg` call (or per GSO send) in flood mode.
+pub const DEFAULT_BATCH: usize = 32;
+/// Most readouts per datagram: 28 × 144 = 4032 bytes fit a 4096-byte receive buffer.
+pub const MAX_READOUTS: usize = 28;
+/// Most datagrams per `sendmmsg` call (the kernel's `UIO_MAXIOV`).
+pub const MAX_BATCH: usize = 1024;
+/// Length of the malformed datagram sent by [`Faults::malformed_every`]: one
+/// byte short of a readout.
+pub const MALFORMED_LEN: usize = READOUT_SIZE - 1;
+/// Offset of the module-local (aux) clock per module number, ns: module `m`'s
+/// local clock reads `(m + 1)` ms ahead of the camera clock. See [`aux_ts`].
+pub const AUX_STEP_NS: u64 = 1_000_000;
+/// In flood mode the pixel values of a module are re-evaluated from the model
+/// once every this many frames (timestamps are always exact). See [`run`].
+pub const FLOOD_REFRESH_FRAMES: u64 = 256;
+
+/// Longest single sleep while pacing, so a stop request is seen promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+/// Segments the kernel accepts in one UDP GSO send (`UDP_MAX_SEGMENTS`, 64
+/// on kernels before 6.10).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Largest UDP payload over IPv4.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+
+// ---------------------------------------------------------------------------
+// The pixel model
+// ---------------------------------------------------------------------------
+
+/// splitmix64's output function: a fast, well-mixed 64-bit hash.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Hash of a seed and two values.
+#[inline]
+fn hash3(seed: u64, a: u64, b: u64) -> u64 {
+    mix(mix(mix(seed) ^ a) ^ b)
+}
+
+/// Uniform in [0, 1) from the top 53 bits of a hash.
+#[inline]
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A smooth periodic wave of amplitude 1 at cycle position `pos` (a full
+/// cycle is 2^64): two parabolic arcs, within 6 % of `sin`, continuous with
+/// its slope. It costs a few integer and float operations (no `sin`, no
+/// `floor`) and is exactly reproducible on every IEEE platform.
+#[inline]
+fn wave(pos: u64) -> f64 {
+    let h = unit(pos << 1); // position within the half cycle, [0, 1)
+    let arc = 4.0 * h * (1.0 - h); // 0 → 1 → 0
+    if pos >> 63 == 0 { arc } else { -arc }
+}
+
+/// Cycle-position step per ns of a wave of period `period_s` (2^64 = one cycle).
+fn cycle_step(period_s: f64) -> u64 {
+    ((1u128 << 64) / (period_s * 1e9) as u128) as u64
+}
+
+/// Baseline range of a pixel, mV.
+const BASELINE_MV: (f64, f64) = (250.0, 650.0);
+/// Fast wave: amplitude (mV) and period (s) ranges.
+const WAVE1_MV: (f64, f64) = (10.0, 50.0);
+const WAVE1_S: (f64, f64) = (30.0, 120.0);
+/// Slow wave: amplitude (mV) and period (s) ranges.
+const WAVE2_MV: (f64, f64) = (40.0, 150.0);
+const WAVE2_S: (f64, f64) = (300.0, 1200.0);
+/// Readout-to-readout noise, ± mV.
+const NOISE_MV: f64 = 1.5;
+
+#[inline]
+fn lerp((lo, hi): (f64, f64), u: f64) -> f64 {
+    lo + (hi - lo) * u
+}
+
+/// The slow signal of one pixel: its parameters, derived from
+/// `(seed, module, pixel)` once.
+#[derive(Clone, Copy, Debug)]
+struct PixelModel {
+    baseline_mv: f64,
+    amp1_mv: f64,
+    /// Cycle position (2^64 = one cycle) of the fast wave: step per ns, phase.
+    step1: u64,
+    phase1: u64,
+    amp2_mv: f64,
+    step2: u64,
+    phase2: u64,
+    noise_key: u64,
+}
+
+impl PixelModel {
+    fn new(seed: u64, module: u8, pixel: usize) -> Self {
+        let key = hash3(seed, module as u64, pixel as u64);
+        let u = |salt: u64| unit(mix(key ^ salt));
+        PixelModel {
+            baseline_mv: lerp(BASELINE_MV, u(1)),
+            amp1_mv: lerp(WAVE1_MV, u(2)),
+            step1: cycle_step(lerp(WAVE1_S, u(3))),
+            phase1: mix(key ^ 4),
+            amp2_mv: lerp(WAVE2_MV, u(5)),
+            step2: cycle_step(lerp(WAVE2_S, u(6))),
+            phase2: mix(key ^ 7),
+            noise_key: mix(key ^ 8) | 1,
+        }
+    }
+
+    /// The pixel's value at `ts` (ns), mV: baseline + two slow waves + noise.
+    #[inline]
+    fn mv(&self, ts: u64) -> f64 {
+        // One multiply-xorshift: plenty for noise, cheap enough for 64 pixels
+        // × 10 readouts × 800 datagrams/s at ~0 % CPU.
+        let h = ts.wrapping_mul(self.noise_key);
+        let noise = (2.0 * unit(h ^ (h >> 29)) - 1.0) * NOISE_MV;
+        self.baseline_mv
+            + self.amp1_mv * wave(ts.wrapping_mul(self.step1).wrapping_add(self.phase1))
+            + self.amp2_mv * wave(ts.wrapping_mul(self.step2).wrapping_add(self.phase2))
+            + noise
+    }
+}
+
+/// The 64 pixel models of one module.
+#[derive(Clone, Debug)]
+struct ModuleModel {
+    module: u8,
+    pixels: [PixelModel; N_PIXELS],
+}
+
+impl ModuleModel {
+    fn new(seed: u64, module: u8) -> Self {
+        ModuleModel {
+            module,
+            pixels: std::array::from_fn(|p| PixelModel::new(seed, module, p)),
+        }
+    }
+
+    fn adc(&self, ts: u64) -> [u16; N_PIXELS] {
+        std::array::from_fn(|p| mv_to_adc(self.pixels[p].mv(ts)))
+    }
+
+    fn readout(&self, ts: u64) -> Readout {
+        Readout::new(ts, aux_ts(self.module, ts), &self.adc(ts))
+    }
+}
+
+/// Raw ADC count of `pixel` (0..64) of `module` at primary timestamp
+/// `primary_ts` (ns): the simulated camera's whole pixel model.
+///
+/// A pure function. The value in mV is a per-pixel baseline (250..650 mV)
+/// plus two slow waves with per-pixel amplitude and phase — one with a period
+/// of 30..120 s and ±10..50 mV, one of 5..20 min and ±40..150 mV — plus
+/// ±1.5 mV of noise hashed from the timestamp; so values stay within about
+/// 50..850 mV, wander slowly over time and differ between pixels. The mV are
+/// converted with [`mv_to_adc`], the inverse of the DAQ's conversion.
+pub fn pixel_adc(seed: u64, module: u8, pixel: usize, primary_ts: u64) -> u16 {
+    debug_assert!(pixel < N_PIXELS, "pixel {pixel} out of range 0..{N_PIXELS}");
+    mv_to_adc(PixelModel::new(seed, module, pixel).mv(primary_ts))
+}
+
+/// Module `module`'s local (aux) clock at primary timestamp `primary_ts`:
+/// a fixed offset of `(module + 1) ×` [`AUX_STEP_NS`] (1 ms) ahead, so the aux
+/// timestamps of one readout differ between modules while the primary ones agree.
+pub fn aux_ts(module: u8, primary_ts: u64) -> u64 {
+    primary_ts.wrapping_add((module as u64 + 1) * AUX_STEP_NS)
+}
+
+/// The readout `module` sends at `primary_ts`: [`aux_ts`] and [`pixel_adc`]
+/// of all 64 pixels.
+pub fn readout(seed: u64, module: u8, primary_ts: u64) -> Readout {
+    ModuleModel::new(seed, module).readout(primary_ts)
+}
+
+/// Writes `module`'s datagram of `k` readouts at `first_ts`,
+/// `first_ts + spacing_ns`, … into `out`, replacing its contents (its
+/// allocation is reused).
+pub fn datagram(
+    seed: u64,
+    module: u8,
+    first_ts: u64,
+    spacing_ns: u64,
+    k: usize,
+    out: &mut Vec<u8>,
+) {
+    let model = ModuleModel::new(seed, module);
+    out.clear();
+    for j in 0..k as u64 {
+        out.extend_from_slice(model.readout(first_ts + j * spacing_ns).as_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The timestamp grid
+// ---------------------------------------------------------------------------
+
+/// The camera-wide timestamp grid: readout `n` is at `n × spacing_ns` ns on
+/// the wall clock (CLOCK_REALTIME), frame `g` (one datagram per module)
+/// carries readouts `g·k .. g·k + k - 1`.
+///
+/// Everything that shares a rate and `k` shares the grid: all simulated
+/// modules, and two simulator processes started independently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    spacing_ns: u64,
+    readouts: usize,
+}
+
+impl Grid {
+    /// The grid of `rate` datagrams/s/module with `readouts` per datagram:
+    /// spacing `1e9 / (rate × readouts)` ns, rounded to whole ns (at least 1).
+    pub fn new(rate: f64, readouts: usize) -> Self {
+        let readouts = readouts.max(1);
+        let spacing = (1e9 / (rate * readouts as f64)).round();
+        let spacing_ns = if spacing.is_finite() && spacing >= 1.0 {
+            spacing as u64
+        } else {
+            1
+        };
+        Grid {
+            spacing_ns,
+            readouts,
+        }
+    }
+
+    /// ns between consecutive readouts.
+    pub fn spacing_ns(&self) -> u64 {
+        self.spacing_ns
+    }
+
+    /// Readouts per frame.
+    pub fn readouts(&self) -> usize {
+        self.readouts
+    }
+
+    /// ns between consecutive frames.
+    pub fn period_ns(&self) -> u64 {
+        self.spacing_ns * self.readouts as u64
+    }
+
+    /// Primary timestamp of frame `g`'s first readout.
+    pub fn first_ts(&self, g: u64) -> u64 {
+        g * self.period_ns()
+    }
+
+    /// Primary timestamp of frame `g`'s last readout: the frame is sent right
+    /// after the wall clock passes it.
+    pub fn last_ts(&self, g: u64) -> u64 {
+        self.first_ts(g) + (self.readouts as u64 - 1) * self.spacing_ns
+    }
+
+    /// The first frame whose last readout is at or after `t_ns`.
+    pub fn frame_at(&self, t_ns: u64) -> u64 {
+        let g = t_ns / self.period_ns();
+        if self.last_ts(g) < t_ns { g + 1 } else { g }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/// Faults to inject, all off by default. Frames are numbered per run: frame 0
+/// is the first datagram each module sends, frame `f` its `(f+1)`-th. "Every
+/// Nth" means frames `N-1, 2N-1, …` (the Nth, 2Nth … datagram); 0 is off.
+/// Module numbers are camera module numbers (0..31), not indices.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Drop each frame's datagram with this probability (0..=1), decided by
+    /// [`loss_drops`]`(seed, loss, module, frame)`: the same seed drops the
+    /// same datagrams, in paced and flood mode alike.
+    pub loss: f64,
+    /// Modules that never send (their frames count as dropped).
+    pub dead_modules: Vec<u8>,
+    /// `(module, frame)`: that module omits that frame's datagram, as if lost.
+    pub skip: Vec<(u8, u64)>,
+    /// Every Nth frame of each module, additionally send a datagram of
+    /// [`MALFORMED_LEN`] = 143 bytes (the datagram's first 143 bytes), right
+    /// after that frame's datagram slot (also when that datagram was dropped).
+    pub malformed_every: u64,
+    /// Send every Nth datagram of each module twice, back to back.
+    pub duplicate_every: u64,
+    /// Swap datagram N and N+1 of each module (frames `N-1` and `N`, then
+    /// `2N-1` and `2N`, …): the first is held back and sent right after the
+    /// second. A held datagram whose successor is dropped is sent in its
+    /// successor's slot; one held at the end of the run is sent at the end.
+    pub reorder_every: u64,
+    /// `(module, frame, delta_ns)`: from that frame on, the module's primary
+    /// timestamps are shifted by `delta_ns` (a restarted module, a clock jump).
+    /// Jumps of one module add up. The shifted readouts are exactly
+    /// [`readout`]`(seed, module, shifted_ts)`: aux clock and pixel values follow.
+    pub ts_jump: Vec<(u8, u64, i64)>,
+}
+
+impl Faults {
+    /// Whether any fault is switched on.
+    pub fn any(&self) -> bool {
+        *self != Faults::default()
+    }
+}
+
+/// What to simulate and where to send it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// The DAQ host.
+    pub target: SocketAddr,
+    /// How many modules to simulate (1..=32).
+    pub modules: u8,
+    /// Module number of the first simulated module: modules are
+    /// `first_module .. first_module + modules`.
+    pub first_module: u8,
+    /// Network of the source addresses: module `m` binds
+    /// [`packet::module_addr`]`(source_base, m)`, i.e. `a.b.c.(100+m)`.
+    pub source_base: Ipv4Addr,
+    /// Bind each module's socket to its source address (the receiver tells
+    /// modules apart by source IPv4). Off: every socket binds the wildcard
+    /// address and the receiver sees one source for all modules.
+    pub bind_sources: bool,
+    /// Datagrams per second per module; in flood mode it only sets the grid
+    /// spacing of the virtual clock.
+    pub rate: f64,
+    /// Readouts per datagram (1..=28).
+    pub readouts: usize,
+    /// Stop after this much wall time.
+    pub duration: Option<Duration>,
+    /// Stop after this many frames (datagrams) per module; faults add or
+    /// remove datagrams on top.
+    pub count: Option<u64>,
+    /// Send as fast as possible on a virtual clock (see [`run`]).
+    pub flood: bool,
+    /// In flood mode, send with UDP GSO instead of `sendmmsg`.
+    pub gso: bool,
+    /// Datagrams per `sendmmsg` / GSO send in flood mode (1..=1024).
+    pub batch: usize,
+    /// Seed of the pixel model and of [`Faults::loss`].
+    pub seed: u64,
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    /// One module (0, from 127.0.0.100) sending 25 datagrams/s of 10 readouts
+    /// to 127.0.0.1:2009, seed 1: the original simulator.
+    fn default() -> Self {
+        SimConfig {
+            target: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            modules: 1,
+            first_module: 0,
+            source_base: Ipv4Addr::new(127, 0, 0, 0),
+            bind_sources: true,
+            rate: DEFAULT_RATE,
+            readouts: packet::READOUTS_PER_DATAGRAM,
+            duration: None,
+            count: None,
+            flood: false,
+            gso: false,
+            batch: DEFAULT_BATCH,
+            seed: 1,
+            faults: Faults::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The simulated module numbers.
+    pub fn module_numbers(&self) -> std::ops::Range<u8> {
+        self.first_module..self.first_module.saturating_add(self.modules)
+    }
+
+    /// The readout grid of this rate and readout count.
+    pub fn grid(&self) -> Grid {
+        Grid::new(self.rate, self.readouts)
+    }
+
+    /// The source address module `module` binds.
+    pub fn source_addr(&self, module: u8) -> Ipv4Addr {
+        packet::module_addr(self.source_base, module)
+    }
+
+    /// Checks every range; the message names the offending setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=N_MODULES).contains(&(self.modules as usize)) {
+            return Err(format!(
+                "modules must be 1..={N_MODULES}, got {}",
+                self.modules
+            ));
+        }
+        if self.first_module as usize + self.modules as usize > N_MODULES {
+            return Err(format!(
+                "first module {} + {} modules exceeds the camera's {N_MODULES} modules (0..31)",
+                self.first_module, self.modules
+            ));
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(format!(
+                "rate must be a positive number of datagrams/s, got {}",
+                self.rate
+            ));
+        }
+        if !(1..=MAX_READOUTS).contains(&self.readouts) {
+            return Err(format!(
+                "readouts per datagram must be 1..={MAX_READOUTS} ({MAX_READOUTS} × {READOUT_SIZE} bytes \
+                 fit a 4096-byte receive buffer), got {}",
+                self.readouts
+            ));
+        }
+        if 1e9 / (self.rate * self.readouts as f64) < 1.0 {
+            return Err(format!(
+                "rate {} × {} readouts puts readouts less than 1 ns apart",
+                self.rate, self.readouts
+            ));
+        }
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            return Err(format!("batch must be 1..={MAX_BATCH}, got {}", self.batch));
+        }
+        if !(0.0..=1.0).contains(&self.faults.loss) {
+            return Err(format!(
+                "loss is a probability 0..=1, got {}",
+                self.faults.loss
+            ));
+        }
+        let sim = self.module_numbers();
+        let fault_modules = self
+            .faults
+            .dead_modules
+            .iter()
+            .copied()
+            .map(|m| ("dead module", m));
+        let fault_modules = fault_modules
+            .chain(self.faults.skip.iter().map(|&(m, _)| ("skip", m)))
+            .chain(self.faults.ts_jump.iter().map(|&(m, _, _)| ("ts jump", m)));
+        for (what, m) in fault_modules {
+            if !sim.contains(&m) {
+                return Err(format!(
+                    "{what}: module {m} is not simulated (modules {}..={})",
+                    sim.start,
+                    sim.end - 1
+                ));
+            }
+        }
+        if self.bind_sources {
+            match self.target.ip() {
+                IpAddr::V6(_) => {
+                    return Err(format!(
+                        "target {} is IPv6 but module source addresses are IPv4; \
+                         use an IPv4 target or --no-bind",
+                        self.target
+                    ));
+                }
+                IpAddr::V4(t) if self.source_base.is_loopback() && !t.is_loopback() => {
+                    return Err(format!(
+                        "target {} is not on loopback but source addresses {}.100..131 only \
+                         exist on loopback; use --no-bind for a remote target",
+                        self.target,
+                        net3(self.source_base)
+                    ));
+                }
+                IpAddr::V4(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `a.b.c` of an IPv4 address.
+fn net3(a: Ipv4Addr) -> String {
+    let [a, b, c, _] = a.octets();
+    format!("{a}.{b}.{c}")
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------
+
+/// What one simulated module did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleStats {
+    /// Camera module number.
+    pub module: u8,
+    /// Well-formed datagrams sent, duplicates included.
+    pub sent: u64,
+    /// Of `sent`, the extra copies of [`Faults::duplicate_every`].
+    pub duplicates: u64,
+    /// Malformed (143-byte) datagrams sent.
+    pub malformed: u64,
+    /// Frames not sent because of a fault: loss, skip, dead module.
+    pub dropped: u64,
+    /// Bytes of all datagrams sent (malformed included).
+    pub bytes: u64,
+    /// Datagrams the kernel refused.
+    pub send_errors: u64,
+}
+
+/// What a [`run`] did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimStats {
+    /// One entry per simulated module, in module order.
+    pub modules: Vec<ModuleStats>,
+    /// Wall time from the start of the run to its end.
+    pub elapsed: Duration,
+    /// Primary timestamp of frame 0's first readout (before any
+    /// [`Faults::ts_jump`]): frame `f` starts at `first_ts + f × period`.
+    pub first_ts: u64,
+    /// The first send error, to say why `send_errors` is not zero.
+    pub first_error: Option<String>,
+}
+
+impl SimStats {
+    fn total(&self, f: impl Fn(&ModuleStats) -> u64) -> u64 {
+        self.modules.iter().map(f).sum()
+    }
+
+    /// Well-formed datagrams sent by all modules, duplicates included.
+    pub fn sent(&self) -> u64 {
+        self.total(|m| m.sent)
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.total(|m| m.duplicates)
+    }
+
+    pub fn malformed(&self) -> u64 {
+        self.total(|m| m.malformed)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.total(|m| m.dropped)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.total(|m| m.bytes)
+    }
+
+    pub fn send_errors(&self) -> u64 {
+        self.total(|m| m.send_errors)
+    }
+
+    /// Datagrams (well-formed and malformed) per second over the run.
+    pub fn datagrams_per_sec(&self) -> f64 {
+        (self.sent() + self.malformed()) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for SimStats {
+    /// Two lines of totals; the alternate form (`{:#}`) adds one line per module.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "sent {} ({} bytes) from {} in {:.3} s: {:.0} datagrams/s, {:.2} MB/s\n\
+             faults: {} dropped, {} duplicated, {} malformed; send errors: {}",
+            plural(self.sent(), "datagram"),
+            self.bytes(),
+            plural(self.modules.len() as u64, "module"),
+            secs,
+            self.datagrams_per_sec(),
+            self.bytes() as f64 / secs.max(1e-9) / 1e6,
+            self.dropped(),
+            self.duplicates(),
+            self.malformed(),
+            self.send_errors(),
+        )?;
+        if let Some(e) = &self.first_error {
+            write!(f, " (first: {e})")?;
+        }
+        if f.alternate() {
+            write!(
+                f,
+                "\nmodule       sent  duplicated  malformed    dropped  errors"
+            )?;
+            for m in &self.modules {
+                write!(
+                    f,
+                    "\n{:>6} {:>10} {:>11} {:>10} {:>10} {:>7}",
+                    m.module, m.sent, m.duplicates, m.malformed, m.dropped, m.send_errors
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// "1 module", "2 modules".
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Fault plan: what a module sends for each frame
+// ---------------------------------------------------------------------------
+
+/// One datagram to send, named by the frame whose readouts it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Item {
+    Data(u64),
+    Duplicate(u64),
+    Malformed(u64),
+}
+
+/// A small FIFO of items: one frame yields at most 5 (held + current, each
+/// duplicated, and a malformed one).
+#[derive(Clone, Copy, Debug)]
+struct Items {
+    buf: [Item; 8],
+    head: usize,
+    len: usize,
+}
+
+impl Items {
+    fn new() -> Self {
+        Items {
+            buf: [Item::Data(0); 8],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, item: Item) {
+        debug_assert!(self.head + self.len < self.buf.len());
+        self.buf[self.head + self.len] = item;
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Item> {
+        if self.len == 0 {
+            self.head = 0;
+            return None;
+        }
+        let item = self.buf[self.head];
+        self.head += 1;
+        self.len -= 1;
+        if self.len == 0 {
+            self.head = 0;
+        }
+        Some(item)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// `n > 0` and frame `f` is the Nth, 2Nth … datagram.
+#[inline]
+fn every(n: u64, f: u64) -> bool {
+    n > 0 && (f + 1) % n == 0
+}
+
+/// Whether [`Faults::loss`] with probability `p` drops `module`'s frame `f`
+/// in a run seeded with `seed`: a pure function, so a test can tell which
+/// datagrams a lossy run will not send.
+pub fn loss_drops(seed: u64, p: f64, module: u8, frame: u64) -> bool {
+    p > 0.0 && unit(hash3(seed ^ 0x105_5105_5105, module as u64, frame)) < p
+}
+
+/// The faults of one module, and the datagram it holds back for reordering.
+#[derive(Debug)]
+struct Plan {
+    module: u8,
+    seed: u64,
+    dead: bool,
+    loss: f64,
+    skips: Vec<u64>,
+    /// `(frame, delta)` sorted by frame.
+    jumps: Vec<(u64, i64)>,
+    malformed_every: u64,
+    duplicate_every: u64,
+    reorder_every: u64,
+    held: Option<u64>,
+}
+
+impl Plan {
+    fn new(cfg: &SimConfig, module: u8) -> Self {
+        let f = &cfg.faults;
+        let mut jumps: Vec<(u64, i64)> = f
+            .ts_jump
+            .iter()
+            .filter(|j| j.0 == module)
+            .map(|&(_, fr, d)| (fr, d))
+            .collect();
+        jumps.sort_by_key(|j| j.0);
+        Plan {
+            module,
+            seed: cfg.seed,
+            dead: f.dead_modules.contains(&module),
+            loss: f.loss,
+            skips: f
+                .skip
+                .iter()
+                .filter(|s| s.0 == module)
+                .map(|s| s.1)
+                .collect(),
+            jumps,
+            malformed_every: f.malformed_every,
+            duplicate_every: f.duplicate_every,
+            reorder_every: f.reorder_every,
+            held: None,
+        }
+    }
+
+    /// Sum of the timestamp jumps in effect at frame `f`.
+    fn shift(&self, f: u64) -> i64 {
+        self.jumps
+            .iter()
+            .take_while(|j| j.0 <= f)
+            .map(|j| j.1)
+            .sum()
+    }
+
+    fn push_data(&self, f: u64, out: &mut Items) {
+        out.push(Item::Data(f));
+        if every(self.duplicate_every, f) {
+            out.push(Item::Duplicate(f));
+        }
+    }
+
+    /// The items to send for frame `f`, in order.
+    fn frame(&mut self, f: u64, out: &mut Items, stats: &mut ModuleStats) {
+        if self.dead {
+            stats.dropped += 1;
+            return;
+        }
+        let present =
+            !(loss_drops(self.seed, self.loss, self.module, f) || self.skips.contains(&f));
+        if !present {
+            stats.dropped += 1;
+        }
+        if let Some(h) = self.held.take() {
+            if present {
+                self.push_data(f, out);
+            }
+            self.push_data(h, out);
+        } else if present && every(self.reorder_every, f) {
+            self.held = Some(f);
+        } else if present {
+            self.push_data(f, out);
+        }
+        if every(self.malformed_every, f) {
+            out.push(Item::Malformed(f));
+        }
+    }
+
+    /// The items still owed at the end of the run (a held-back datagram).
+    fn finish(&mut self, out: &mut Items) {
+        if let Some(h) = self.held.take() {
+            self.push_data(h, out);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One simulated module
+// ---------------------------------------------------------------------------
+
+struct ModuleSim {
+    model: ModuleModel,
+    plan: Plan,
+    socket: UdpSocket,
+    stats: ModuleStats,
+    pending: Items,
+    /// Next frame to plan (flood mode).
+    next_frame: u64,
+    /// All frames planned and the held datagram released (flood mode).
+    finished: bool,
+    /// Flood mode: pixel values of readout `j`, from the model at the last refresh.
+    cache: Vec<[u16; N_PIXELS]>,
+    cache_block: Option<u64>,
+}
+
+/// How a datagram's pixel values are computed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Values {
+    /// From the model at each readout's timestamp.
+    Exact,
+    /// From the model once every [`FLOOD_REFRESH_FRAMES`] frames.
+    Cached,
+}
+
+impl ModuleSim {
+    fn new(cfg: &SimConfig, module: u8) -> io::Result<Self> {
+        let socket = if cfg.bind_sources {
+            let src = cfg.source_addr(module);
+            UdpSocket::bind((src, 0)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot bind source {src}: {e} (source addresses {net}.100..131 only exist \
+                         on loopback; use --no-bind for a remote target)",
+                        net = net3(cfg.source_base)
+                    ),
+                )
+            })?
+        } else {
+            let any: IpAddr = match cfg.target {
+                SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            UdpSocket::bind((any, 0))
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot open a UDP socket: {e}")))?
+        };
+        Ok(ModuleSim {
+            model: ModuleModel::new(cfg.seed, module),
+            plan: Plan::new(cfg, module),
+            socket,
+            stats: ModuleStats {
+                module,
+                ..Default::default()
+            },
+            pending: Items::new(),
+            next_frame: 0,
+            finished: false,
+            cache: vec![[0; N_PIXELS]; cfg.readouts],
+            cache_block: None,
+        })
+    }
+
+    /// Primary timestamp of readout `j` of frame `f`, jumps applied.
+    fn ts(&self, grid: &Grid, g0: u64, f: u64, j: usize) -> u64 {
+        let ts = grid.first_ts(g0 + f) + j as u64 * grid.spacing_ns();
+        ts.saturating_add_signed(self.plan.shift(f))
+    }
+
+    /// Writes frame `f`'s datagram into `out` (`k × 144` bytes).
+    fn write_frame(&mut self, grid: &Grid, g0: u64, f: u64, values: Values, out: &mut [u8]) {
+        if values == Values::Cached {
+            let block = f / FLOOD_REFRESH_FRAMES;
+            if self.cache_block != Some(block) {
+                let f0 = block * FLOOD_REFRESH_FRAMES;
+                for j in 0..grid.readouts() {
+                    self.cache[j] = self.model.adc(self.ts(grid, g0, f0, j));
+                }
+                self.cache_block = Some(block);
+            }
+        }
+        let readouts = <[Readout]>::mut_from_bytes(out).expect("a whole number of readouts");
+        for (j, r) in readouts.iter_mut().enumerate() {
+            let ts = self.ts(grid, g0, f, j);
+            *r = match values {
+                Values::Exact => self.model.readout(ts),
+                Values::Cached => Readout::new(ts, aux_ts(self.model.module, ts), &self.cache[j]),
+            };
+        }
+    }
+
+    /// Writes `item` into `slot` (at least `k × 144` bytes); returns its length.
+    fn write_item(
+        &mut self,
+        grid: &Grid,
+        g0: u64,
+        item: Item,
+        values: Values,
+        slot: &mut [u8],
+    ) -> usize {
+        let len = grid.readouts() * READOUT_SIZE;
+        let (Item::Data(f) | Item::Duplicate(f) | Item::Malformed(f)) = item;
+        self.write_frame(grid, g0, f, values, &mut slot[..len]);
+        match item {
+            Item::Malformed(_) => MALFORMED_LEN,
+            _ => len,
+        }
+    }
+
+    fn count_sent(&mut self, item: Item, len: usize) {
+        match item {
+            Item::Data(_) => self.stats.sent += 1,
+            Item::Duplicate(_) => {
+                self.stats.sent += 1;
+                self.stats.duplicates += 1;
+            }
+            Item::Malformed(_) => self.stats.malformed += 1,
+        }
+        self.stats.bytes += len as u64;
+    }
+
+    /// Sends every pending item one by one (paced mode, end of run).
+    fn send_pending(
+        &mut self,
+        ctx: &Ctx,
+        values: Values,
+        buf: &mut [u8],
+        first_error: &mut Option<String>,
+    ) {
+        while let Some(item) = self.pending.pop() {
+            let len = self.write_item(&ctx.grid, ctx.g0, item, values, buf);
+            match self.socket.send_to(&buf[..len], ctx.target) {
+                Ok(_) => self.count_sent(item, len),
+                Err(e) => {
+                    self.stats.send_errors += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// What every module shares during a run.
+struct Ctx {
+    grid: Grid,
+    /// Global frame number of the run's frame 0.
+    g0: u64,
+    /// Wall clock at the start of the run, ns.
+    start_ns: u64,
+    target: SocketAddr,
+}
+
+// ---------------------------------------------------------------------------
+// Running
+// ---------------------------------------------------------------------------
+
+/// Simulates the configured modules until `cfg.duration` or `cfg.count` is
+/// reached or `stop` is set; returns what was sent.
+///
+/// **Paced** (default): frame `g` carries grid readouts `g·k .. g·k+k-1`
+/// ([`Grid`]) and is sent by every module right after the wall clock passes
+/// its last readout; the thread sleeps in between (never longer than 50 ms,
+/// to notice `stop`). Frame 0 of the run is the first whose last readout is
+/// not yet past. A run that falls behind (suspended, overloaded) catches up
+/// by sending the overdue frames at once: no frame is skipped.
+///
+/// **Flood**: the same grid, but on a virtual clock that advances one frame
+/// per datagram from the current wall-clock frame, so every datagram is a
+/// distinct frame and all modules send the same frames (the virtual clock
+/// soon runs far ahead of the wall clock: 400 k datagrams/s at 25/s is
+/// 16 000× real time). Each module in turn
+/// sends a batch of `cfg.batch` datagrams with one `sendmmsg` (or, with
+/// `cfg.gso`, one `sendmsg` carrying equal-size segments with `UDP_SEGMENT`;
+/// malformed datagrams go separately). Buffers are allocated once. To stay
+/// cheap, pixel values are re-evaluated from the model every
+/// [`FLOOD_REFRESH_FRAMES`] frames (readout `j` of the datagram takes the
+/// values of readout `j` of the last refresh frame); timestamps are exact.
+///
+/// Errors: invalid configuration (`InvalidInput`), a source address that
+/// cannot be bound, and a kernel without UDP GSO when `gso` is asked for.
+/// Send errors are counted, not returned.
+pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
+    cfg.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut mods = cfg
+        .module_numbers()
+        .map(|m| ModuleSim::new(cfg, m))
+        .collect::<io::Result<Vec<_>>>()?;
+    let started = Instant::now();
+    let grid = cfg.grid();
+    let start_ns = now_ns();
+    let ctx = Ctx {
+        grid,
+        g0: grid.frame_at(start_ns),
+        start_ns,
+        target: cfg.target,
+    };
+    let mut first_error = None;
+    if cfg.flood {
+        run_flood(cfg, &ctx, &mut mods, stop, started, &mut first_error)?;
+    } else {
+        run_paced(cfg, &ctx, &mut mods, stop, &mut first_error);
+    }
+    // Release what is still held back for reordering.
+    let mut buf = vec![0u8; grid.readouts() * READOUT_SIZE];
+    let values = if cfg.flood {
+        Values::Cached
+    } else {
+        Values::Exact
+    };
+    for m in &mut mods {
+        m.plan.finish(&mut m.pending);
+        m.send_pending(&ctx, values, &mut buf, &mut first_error);
+    }
+    Ok(SimStats {
+        modules: mods.into_iter().map(|m| m.stats).collect(),
+        elapsed: started.elapsed(),
+        first_ts: grid.first_ts(ctx.g0),
+        first_error,
+    })
+}
+
+/// Sleeps until the wall clock reaches `t_ns`; false if `stop` was set first.
+fn sleep_until(t_ns: u64, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = now_ns();
+        if now >= t_ns {
+            return true;
+        }
+        std::thread::sleep(Duration::from_nanos(t_ns - now).min(MAX_SLEEP));
+    }
+}
+
+fn run_paced(
+    cfg: &SimConfig,
+    ctx: &Ctx,
+    mods: &mut [ModuleSim],
+    stop: &AtomicBool,
+    first_error: &mut Option<String>,
+) {
+    let mut buf = vec![0u8; ctx.grid.readouts() * READOUT_SIZE];
+    let end_ns = cfg.duration.map(|d| ctx.start_ns + d.as_nanos() as u64);
+    for f in 0.. {
+        if cfg.count.is_some_and(|c| f >= c) {
+            break;
+        }
+        let due = ctx.grid.last_ts(ctx.g0 + f);
+        if end_ns.is_some_and(|end| due > end) || !sleep_until(due, stop) {
+            break;
+        }
+        for m in mods.iter_mut() {
+            m.plan.frame(f, &mut m.pending, &mut m.stats);
+            m.send_pending(ctx, Values::Exact, &mut buf, first_error);
+        }
+    }
+}
+
+/// Reusable buffers of one flood batch: `slots` datagrams at a fixed stride.
+struct Batch {
+    stride: usize,
+    buf: Vec<u8>,
+    lens: Vec<usize>,
+    items: Vec<Item>,
+    n: usize,
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+}
+
+impl Batch {
+    fn new(slots: usize, stride: usize) -> Self {
+        // SAFETY: mmsghdr and iovec are plain C structs; all-zero is valid (null pointers).
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        let zero_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Batch {
+            stride,
+            buf: vec![0; slots * stride],
+            lens: vec![0; slots],
+            items: vec![Item::Data(0); slots],
+            n: 0,
+            hdrs: vec![zero_hdr; slots],
+            iovs: vec![zero_iov; slots],
+        }
+    }
+}
+
+/// Fills `b` with module `m`'s next datagrams: at most `b`'s capacity, and
+/// at most that many frames planned (so a dead module cannot spin forever).
+fn fill(cfg: &SimConfig, ctx: &Ctx, m: &mut ModuleSim, b: &mut Batch) {
+    let cap = b.lens.len();
+    let mut planned = 0;
+    b.n = 0;
+    while b.n < cap {
+        if m.pending.is_empty() {
+            if m.finished || planned == cap {
+                break;
+            }
+            if cfg.count.is_some_and(|c| m.next_frame >= c) {
+                m.plan.finish(&mut m.pending);
+                m.finished = true;
+                continue;
+            }
+            m.plan.frame(m.next_frame, &mut m.pending, &mut m.stats);
+            m.next_frame += 1;
+            planned += 1;
+            continue;
+        }
+        let item = m.pending.pop().expect("not empty");
+        let i = b.n;
+        let slot = &mut b.buf[i * b.stride..(i + 1) * b.stride];
+        let len = m.write_item(&ctx.grid, ctx.g0, item, Values::Cached, slot);
+        b.lens[i] = len;
+        b.items[i] = item;
+        b.n += 1;
+    }
+}
+
+fn run_flood(
+    cfg: &SimConfig,
+    ctx: &Ctx,
+    mods: &mut [ModuleSim],
+    stop: &AtomicBool,
+    started: Instant,
+    first_error: &mut Option<String>,
+) -> io::Result<()> {
+    let dlen = ctx.grid.readouts() * READOUT_SIZE;
+    let mut b = Batch::new(cfg.batch, dlen);
+    let target = SockAddr::from(ctx.target);
+    let gso_segments = GSO_MAX_SEGMENTS.min(MAX_UDP_PAYLOAD / dlen).max(1);
+    let mut gso_ok = false;
+    loop {
+        if stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| started.elapsed() >= d) {
+            return Ok(());
+        }
+        let mut active = false;
+        for m in mods.iter_mut() {
+            if m.finished && m.pending.is_empty() {
+                continue;
+            }
+            active = true;
+            fill(cfg, ctx, m, &mut b);
+            if b.n == 0 {
+                continue;
+            }
+            let fd = m.socket.as_raw_fd();
+            if cfg.gso {
+                send_gso_batch(
+                    fd,
+                    &target,
+                    &mut b,
+                    dlen,
+                    gso_segments,
+                    m,
+                    &mut gso_ok,
+                    first_error,
+                )?;
+            } else {
+                let items = &b.items;
+                let lens = &b.lens;
+                sendmmsg_all(
+                    fd,
+                    &target,
+                    &b.buf,
+                    b.stride,
+                    &lens[..b.n],
+                    &mut b.hdrs,
+                    &mut b.iovs,
+                    |i, r| match r {
+                        Ok(()) => m.count_sent(items[i], lens[i]),
+                        Err(e) => {
+                            m.stats.send_errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    },
+                );
+            }
+        }
+        if !active {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends datagram `i` = `buf[i·stride ..][..lens[i]]` for every `i` with
+/// `sendmmsg`, resubmitting after partial sends; reports each datagram's fate
+/// to `done`. A datagram the kernel refuses is reported and skipped.
+#[allow(clippy::too_many_arguments)]
+fn sendmmsg_all(
+    fd: RawFd,
+    target: &SockAddr,
+    buf: &[u8],
+    stride: usize,
+    lens: &[usize],
+    hdrs: &mut [libc::mmsghdr],
+    iovs: &mut [libc::iovec],
+    mut done: impl FnMut(usize, io::Result<()>),
+) {
+    let n = lens.len();
+    for i in 0..n {
+        iovs[i] = libc::iovec {
+            iov_base: buf[i * stride..].as_ptr() as *mut libc::c_void,
+            iov_len: lens[i],
+        };
+        let h = &mut hdrs[i];
+        h.msg_hdr.msg_name = target.as_ptr() as *mut libc::c_void;
+        h.msg_hdr.msg_namelen = target.len();
+        h.msg_hdr.msg_iov = &mut iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = std::ptr::null_mut();
+        h.msg_hdr.msg_controllen = 0;
+        h.msg_len = 0;
+    }
+    let mut i = 0;
+    while i < n {
+        // SAFETY: hdrs[i..n] point at iovecs, a target address and buffer
+        // ranges that all outlive the call; the kernel only reads them.
+        let r = unsafe { libc::sendmmsg(fd, hdrs[i..n].as_mut_ptr(), (n - i) as libc::c_uint, 0) };
+        if r > 0 {
+            for j in i..i + r as usize {
+                done(j, Ok(()));
+            }
+            i += r as usize;
+        } else {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            done(i, Err(e));
+            i += 1;
+        }
+    }
+}
+
+/// Sends batch `b` of module `m` with UDP GSO: each run of consecutive
+/// full-size datagrams (contiguous in `b.buf`, as the stride is their size)
+/// goes out in sends of at most `max_segments`; malformed ones one by one.
+#[allow(clippy::too_many_arguments)]
+fn send_gso_batch(
+    fd: RawFd,
+    target: &SockAddr,
+    b: &mut Batch,
+    dlen: usize,
+    max_segments: usize,
+    m: &mut ModuleSim,
+    gso_ok: &mut bool,
+    first_error: &mut Option<String>,
+) -> io::Result<()> {
+    let mut i = 0;
+    while i < b.n {
+        let mut end = i;
+        while end < b.n && end - i < max_segments && b.lens[end] == dlen {
+            end += 1;
+        }
+        let (segments, len) = if end > i {
+            (end - i, dlen)
+        } else {
+            (1, b.lens[i])
+        };
+        let data = &b.buf[i * b.stride..i * b.stride + (segments - 1) * dlen + len];
+        let r = if segments > 1 {
+            send_gso(fd, target, data, dlen)
+        } else {
+            m.socket
+                .send_to(data, target.as_socket().expect("an IP target"))
+                .map(|_| ())
+        };
+        match r {
+            Ok(()) => {
+                *gso_ok |= segments > 1;
+                for j in i..i + segments {
+                    m.count_sent(b.items[j], b.lens[j]);
+                }
+            }
+            Err(e) if segments > 1 && !*gso_ok && gso_unsupported(&e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("UDP GSO (UDP_SEGMENT) refused by the kernel: {e}; run without --gso"),
+                ));
+            }
+            Err(e) => {
+                m.stats.send_errors += segments as u64;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        i += segments;
+    }
+    Ok(())
+}
+
+fn gso_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+/// One `sendmsg` of `data`, cut by the kernel into datagrams of `segment` bytes.
+fn send_gso(fd: RawFd, target: &SockAddr, data: &[u8], segment: usize) -> io::Result<()> {
+    // Room for one cmsghdr carrying a u16, 8-byte aligned.
+    let mut control = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = target.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = target.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    // SAFETY: the CMSG_* macros compute sizes and pointers inside `control`,
+    // which is large enough for one header and a u16 (CMSG_SPACE(2) = 24).
+    unsafe {
+        msg.msg_controllen = libc::CMSG_SPACE(2) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, segment as u16);
+    }
+    loop {
+        // SAFETY: msg points at `iov`, `control` and `target`, all alive here.
+        let r = unsafe { libc::sendmsg(fd, &msg, 0) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::adc_to_mv;
+    use crate::packet::{Reject, module_of, parse};
+
+    const SEED: u64 = 42;
+    const LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 0);
+
+    // -- the model ---------------------------------------------------------
+
+    #[test]
+    fn the_grid_puts_readouts_at_multiples_of_the_spacing() {
+        let g = Grid::new(25.0, 10);
+        assert_eq!(
+            (g.spacing_ns(), g.period_ns(), g.readouts()),
+            (4_000_000, 40_000_000, 10)
+        );
+        let f = 44_000_000_000; // a frame in 2025
+        assert_eq!(g.first_ts(f), f * 40_000_000);
+        assert_eq!(g.last_ts(f), f * 40_000_000 + 36_000_000);
+        // A frame is due once its last readout time has passed.
+        assert_eq!(g.frame_at(g.first_ts(f)), f);
+        assert_eq!(g.frame_at(g.last_ts(f)), f);
+        assert_eq!(g.frame_at(g.last_ts(f) + 1), f + 1);
+        // Odd rates round the spacing to whole ns.
+        assert_eq!(Grid::new(3.0, 7).spacing_ns(), 47_619_048);
+        assert_eq!(Grid::new(1e12, 10).spacing_ns(), 1);
+    }
+
+    #[test]
+    fn a_datagram_decodes_to_the_module_timestamps_and_model_values() {
+        let (module, first, spacing) = (5u8, 1_764_000_000_000_000_000u64, 4_000_000u64);
+        let mut d = Vec::new();
+        datagram(SEED, module, first, spacing, 10, &mut d);
+        assert_eq!(d.len(), 10 * READOUT_SIZE);
+        let p = parse(&d, false, packet::module_addr(LOOPBACK, module), false).unwrap();
+        assert_eq!(p.module, module);
+        assert_eq!(p.readouts.len(), 10);
+        for (j, r) in p.readouts.iter().enumerate() {
+            let ts = first + j as u64 * spacing;
+            assert_eq!(r.primary_ts(), ts);
+            assert_eq!(r.aux_ts(), ts + (module as u64 + 1) * AUX_STEP_NS);
+            assert_eq!(r.aux_ts(), aux_ts(module, ts));
+            for px in 0..N_PIXELS {
+                assert_eq!(
+                    r.adc(px),
+                    pixel_adc(SEED, module, px, ts),
+                    "readout {j} pixel {px}"
+                );
+            }
+            assert_eq!(r.as_bytes(), readout(SEED, module, ts).as_bytes());
+        }
+        // The buffer is reused, not appended to.
+        datagram(SEED, module, first, spacing, 3, &mut d);
+        assert_eq!(d.len(), 3 * READOUT_SIZE);
+    }
+
+    #[test]
+    fn pixel_values_wander_slowly_differ_between_pixels_and_stay_sane() {
+        let t0 = 1_764_000_000_000_000_000u64;
+        let mv = |m: u8, p: usize, t: u64| adc_to_mv(pixel_adc(SEED, m, p, t));
+        for m in [0u8, 17, 31] {
+            for p in 0..N_PIXELS {
+                // Sampled every 0.5 s over 20 minutes.
+                let series: Vec<f64> = (0..2400).map(|i| mv(m, p, t0 + i * 500_000_000)).collect();
+                let (lo, hi) = series
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+                assert!(
+                    lo > 40.0 && hi < 900.0,
+                    "module {m} pixel {p}: {lo:.1}..{hi:.1} mV"
+                );
+                assert!(
+                    hi - lo > 40.0,
+                    "module {m} pixel {p} hardly moves: {lo:.1}..{hi:.1} mV"
+                );
+                // Slow: consecutive readouts 4 ms apart differ by the noise only.
+                for i in 0..50 {
+                    let t = t0 + i * 7_919_000_000;
+                    let step = (mv(m, p, t + 4_000_000) - mv(m, p, t)).abs();
+                    assert!(
+                        step < 2.0 * NOISE_MV + 0.5,
+                        "module {m} pixel {p}: jump of {step:.2} mV"
+                    );
+                }
+            }
+        }
+        // Pixels differ from each other, and modules from each other.
+        let mut row: Vec<u16> = (0..N_PIXELS).map(|p| pixel_adc(SEED, 3, p, t0)).collect();
+        row.sort();
+        row.dedup();
+        assert!(
+            row.len() > 60,
+            "only {} distinct values in a module",
+            row.len()
+        );
+        assert_ne!(pixel_adc(SEED, 3, 9, t0), pixel_adc(SEED, 4, 9, t0));
+        assert_ne!(pixel_adc(SEED, 3, 9, t0), pixel_adc(SEED + 1, 3, 9, t0));
+        // Pure: the same arguments give the same value.
+        assert_eq!(pixel_adc(SEED, 3, 9, t0), pixel_adc(SEED, 3, 9, t0));
+    }
+
+    #[test]
+    fn the_wave_is_continuous_and_bounded() {
+        let n = 1u64 << 16;
+        let step = u64::MAX / n + 1;
+        let mut prev = wave(0);
+        for i in 1..=n {
+            let w = wave(i.wrapping_mul(step));
+            assert!((-1.0..=1.0).contains(&w));
+            assert!((w - prev).abs() < 1e-3, "step {i}");
+            prev = w;
+        }
+        assert_eq!(wave(1 << 62), 1.0);
+        assert_eq!(wave(3 << 62), -1.0);
+    }
+
+    #[test]
+    fn loss_drops_about_the_asked_fraction_and_depends_on_the_seed() {
+        let dropped = (0..10_000).filter(|&f| loss_drops(SEED, 0.2, 3, f)).count();
+        assert!((1_700..2_300).contains(&dropped), "{dropped}");
+        assert!((0..1000).all(|f| !loss_drops(SEED, 0.0, 3, f)));
+        assert!((0..1000).all(|f| loss_drops(SEED, 1.0, 3, f)));
+        let a: Vec<bool> = (0..64).map(|f| loss_drops(1, 0.5, 3, f)).collect();
+        let b: Vec<bool> = (0..64).map(|f| loss_drops(2, 0.5, 3, f)).collect();
+        assert_ne!(a, b);
+    }
+
+    // -- configuration -----------------------------------------------------
+
+    #[test]
+    fn the_default_is_the_original_simulator() {
+        let c = SimConfig::default();
+        assert_eq!(c.target, "127.0.0.1:2009".parse().unwrap());
+        assert_eq!(
+            (c.modules, c.first_module, c.rate, c.readouts, c.seed),
+            (1, 0, 25.0, 10, 1)
+        );
+        assert!(c.bind_sources && !c.flood && !c.faults.any());
+        assert_eq!(c.source_addr(0), Ipv4Addr::new(127, 0, 0, 100));
+        assert_eq!(c.grid().spacing_ns(), 4_000_000);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused_with_the_setting_named() {
+        let bad = |f: &dyn Fn(&mut SimConfig), needle: &str| {
+            let mut c = SimConfig::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(needle), "{e:?} does not mention {needle:?}");
+            let e = run(&c, &AtomicBool::new(false)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        };
+        bad(&|c| c.modules = 0, "modules must be 1..=32");
+        bad(&|c| c.modules = 33, "modules must be 1..=32");
+        bad(&|c| (c.first_module, c.modules) = (30, 3), "exceeds");
+        bad(&|c| c.rate = 0.0, "rate");
+        bad(&|c| c.rate = f64::NAN, "rate");
+        bad(&|c| c.readouts = 0, "readouts");
+        bad(&|c| c.readouts = 29, "readouts");
+        bad(&|c| c.batch = 0, "batch");
+        bad(&|c| c.faults.loss = 1.5, "probability");
+        bad(
+            &|c| c.faults.dead_modules = vec![3],
+            "dead module: module 3 is not simulated",
+        );
+        bad(&|c| c.faults.skip = vec![(1, 0)], "skip: module 1");
+        bad(&|c| c.faults.ts_jump = vec![(9, 0, 1)], "ts jump: module 9");
+        bad(&|c| c.target = "[::1]:2009".parse().unwrap(), "--no-bind");
+        bad(
+            &|c| c.target = "192.0.2.1:2009".parse().unwrap(),
+            "--no-bind",
+        );
+        let mut c = SimConfig::default();
+        (c.bind_sources, c.target) = (false, "192.0.2.1:2009".parse().unwrap());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_source_that_cannot_be_bound_gives_an_actionable_error() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let cfg = SimConfig {
+            target: rx.local_addr().unwrap(),
+            source_base: Ipv4Addr::new(192, 0, 2, 0), // TEST-NET-1: on no interface
+            count: Some(1),
+            ..SimConfig::default()
+        };
+        let e = run(&cfg, &AtomicBool::new(false)).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("cannot bind source 192.0.2.100: "), "{msg}");
+        assert!(msg.contains("use --no-bind for a remote target"), "{msg}");
+    }
+
+    // -- runs against a real receiver --------------------------------------
+
+    /// A UDP receiver on 127.0.0.1 draining on its own thread.
+    struct Receiver {
+        addr: SocketAddr,
+        done: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<Vec<(Ipv4Addr, Vec<u8>)>>,
+    }
+
+    impl Receiver {
+        fn start() -> Self {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            s.set_recv_buffer_size(8 << 20).unwrap();
+            s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+                .unwrap();
+            let socket = UdpSocket::from(s);
+            socket
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let addr = socket.local_addr().unwrap();
+            let done = Arc::new(AtomicBool::new(false));
+            let stop = done.clone();
+            let thread = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 65536];
+                loop {
+                    match socket.recv_from(&mut buf) {
+                        Ok((n, SocketAddr::V4(src))) => got.push((*src.ip(), buf[..n].to_vec())),
+                        Ok(_) => unreachable!("IPv4 socket"),
+                        // Empty queue: stop once the sender is done.
+                        Err(_) if stop.load(Ordering::Acquire) => return got,
+                        Err(_) => {}
+                    }
+                }
+            });
+            Receiver { addr, done, thread }
+        }
+
+        /// Everything received, once the sender has returned.
+        fn finish(self) -> Vec<(Ipv4Addr, Vec<u8>)> {
+            self.done.store(true, Ordering::Release);
+            self.thread.join().unwrap()
+        }
+    }
+
+    /// Runs `cfg` (its target replaced) against a fresh receiver.
+    fn run_against_receiver(mut cfg: SimConfig) -> (SimStats, Vec<(u8, Vec<u8>)>) {
+        let rx = Receiver::start();
+        cfg.target = rx.addr;
+        let stats = run(&cfg, &AtomicBool::new(false)).unwrap();
+        let got = rx
+            .finish()
+            .into_iter()
+            .map(|(src, d)| (module_of(src, false).expect("a camera source address"), d))
+            .collect();
+        (stats, got)
+    }
+
+    /// What a receiver saw: a well-formed datagram of frame `f`, or a malformed one.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Seen {
+        F(u64),
+        M(u64),
+    }
+
+    /// A paced run fast enough for a test.
+    fn paced(modules: u8, count: u64) -> SimConfig {
+        SimConfig {
+            modules,
+            count: Some(count),
+            rate: 5_000.0,
+            seed: SEED,
+            ..SimConfig::default()
+        }
+    }
+
+    /// Classifies each received datagram by frame, per module, in arrival
+    /// order, checking every byte: with `exact` against [`datagram`]; else
+    /// (flood) the timestamps exactly and the values by the refresh rule.
+    fn frames(
+        cfg: &SimConfig,
+        stats: &SimStats,
+        got: &[(u8, Vec<u8>)],
+        exact: bool,
+    ) -> BTreeMap<u8, Vec<Seen>> {
+        let grid = cfg.grid();
+        let k = grid.readouts();
+        let plans: BTreeMap<u8, Plan> = cfg
+            .module_numbers()
+            .map(|m| (m, Plan::new(cfg, m)))
+            .collect();
+        let frame_ts = |m: u8, f: u64| {
+            (stats.first_ts + f * grid.period_ns()).saturating_add_signed(plans[&m].shift(f))
+        };
+        let expected = |m: u8, f: u64| {
+            let mut d = Vec::new();
+            datagram(cfg.seed, m, frame_ts(m, f), grid.spacing_ns(), k, &mut d);
+            if !exact {
+                let f0 = f / FLOOD_REFRESH_FRAMES * FLOOD_REFRESH_FRAMES;
+                let model = ModuleModel::new(cfg.seed, m);
+                let rs = <[Readout]>::mut_from_bytes(&mut d[..]).unwrap();
+                for (j, r) in rs.iter_mut().enumerate() {
+                    let values = model.adc(frame_ts(m, f0) + j as u64 * grid.spacing_ns());
+                    *r = Readout::new(r.primary_ts(), r.aux_ts(), &values);
+                }
+            }
+            d
+        };
+        // The frame whose datagram starts at `ts`, searched near the unshifted one.
+        let frame_of = |m: u8, ts: u64| -> u64 {
+            (0..cfg.count.unwrap_or(u64::MAX))
+                .find(|&f| frame_ts(m, f) == ts)
+                .unwrap_or_else(|| panic!("module {m}: {ts} is no frame's timestamp"))
+        };
+        let mut out: BTreeMap<u8, Vec<Seen>> = BTreeMap::new();
+        for (m, d) in got {
+            let seen = if d.len() == MALFORMED_LEN {
+                assert_eq!(
+                    parse(d, false, cfg.source_addr(*m), false).err(),
+                    Some(Reject::BadLength)
+                );
+                let mut padded = [0u8; READOUT_SIZE];
+                padded[..MALFORMED_LEN].copy_from_slice(d);
+                let f = frame_of(
+                    *m,
+                    Readout::read_from_bytes(&padded[..]).unwrap().primary_ts(),
+                );
+                assert_eq!(
+                    d[..],
+                    expected(*m, f)[..MALFORMED_LEN],
+                    "module {m} malformed frame {f}"
+                );
+                Seen::M(f)
+            } else {
+                let p = parse(d, false, cfg.source_addr(*m), false).expect("a valid datagram");
+                assert_eq!((p.module, p.readouts.len()), (*m, k));
+                let f = frame_of(*m, p.readouts[0].primary_ts());
+                assert!(
+                    d[..] == expected(*m, f)[..],
+                    "module {m} frame {f}: bytes differ from the model"
+                );
+                Seen::F(f)
+            };
+            out.entry(*m).or_default().push(seen);
+        }
+        out
+    }
+
+    fn all_frames(count: u64) -> Vec<Seen> {
+        (0..count).map(Seen::F).collect()
+    }
+
+    #[test]
+    fn a_paced_run_sends_the_same_grid_timestamps_from_every_module() {
+        let cfg = SimConfig {
+            first_module: 4,
+            ..paced(3, 5)
+        };
+        let (stats, got) = run_against_receiver(cfg.clone());
+        assert_eq!(got.len(), 15);
+        let seen = frames(&cfg, &stats, &got, true);
+        assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [4, 5, 6]);
+        for s in seen.values() {
+            assert_eq!(*s, all_frames(5));
+        }
+        // Frame f: the same k grid points from every module.
+        let grid = cfg.grid();
+        assert_eq!(stats.first_ts % grid.period_ns(), 0);
+        for (m, d) in &got {
+            let p = parse(d, false, cfg.source_addr(*m), false).unwrap();
+            for (j, r) in p.readouts.iter().enumerate() {
+                assert_eq!(r.primary_ts() % grid.spacing_ns(), 0);
+                assert_eq!(
+                    (r.primary_ts() - stats.first_ts) / grid.spacing_ns() % 10,
+                    j as u64
+                );
+            }
+        }
+        // Each frame's datagrams arrive together, all modules before the next frame.
+        let firsts: Vec<u64> = got
+            .iter()
+            .map(|(m, d)| {
+                parse(d, false, cfg.source_addr(*m), false)
+                    .unwrap()
+                    .readouts[0]
+                    .primary_ts()
+            })
+            .collect();
+        for f in 0..5 {
+            assert!(
+                firsts[f * 3..f * 3 + 3]
+                    .iter()
+                    .all(|&t| t == stats.first_ts + f as u64 * grid.period_ns())
+            );
+        }
+        assert_eq!(
+            stats
+                .modules
+                .iter()
+                .map(|m| (m.module, m.sent))
+                .collect::<Vec<_>>(),
+            [(4, 5), (5, 5), (6, 5)]
+        );
+        assert_eq!(stats.bytes(), 15 * 1440);
+        assert_eq!(
+            (stats.dropped(), stats.malformed(), stats.send_errors()),
+            (0, 0, 0)
+        );
+    }
+
+    /// Runs `cfg` paced and in both flood modes; every mode must deliver
+    /// exactly the same sequence per module. Returns it and the paced stats.
+    fn in_every_mode(cfg: SimConfig) -> (BTreeMap<u8, Vec<Seen>>, SimStats) {
+        let (stats, got) = run_against_receiver(cfg.clone());
+        let seen = frames(&cfg, &stats, &got, true);
+        for gso in [false, true] {
+            let flood = SimConfig {
+                flood: true,
+                gso,
+                batch: 4,
+                ..cfg.clone()
+            };
+            let (fstats, fgot) = run_against_receiver(flood.clone());
+            assert_eq!(
+                frames(&flood, &fstats, &fgot, false),
+                seen,
+                "flood, gso {gso}"
+            );
+            let strip = |s: &SimStats| s.modules.clone();
+            assert_eq!(strip(&fstats), strip(&stats), "flood, gso {gso}");
+        }
+        (seen, stats)
+    }
+
+    #[test]
+    fn loss_drops_the_datagrams_loss_drops_says() {
+        let mut cfg = paced(2, 200);
+        cfg.faults.loss = 0.3;
+        let (seen, stats) = in_every_mode(cfg);
+        for m in [0u8, 1] {
+            let want: Vec<Seen> = (0..200)
+                .filter(|&f| !loss_drops(SEED, 0.3, m, f))
+                .map(Seen::F)
+                .collect();
+            assert!((100..180).contains(&want.len()), "{}", want.len());
+            assert_eq!(seen[&m], want);
+            assert_eq!(stats.modules[m as usize].dropped, 200 - want.len() as u64);
+        }
+    }
+
+    #[test]
+    fn loss_one_sends_nothing_and_loss_zero_everything() {
+        let mut cfg = paced(2, 10);
+        cfg.faults.loss = 1.0;
+        let (stats, got) = run_against_receiver(cfg.clone());
+        assert!(got.is_empty());
+        assert_eq!((stats.sent(), stats.dropped()), (0, 20));
+        cfg.faults.loss = 0.0;
+        let (stats, got) = run_against_receiver(cfg);
+        assert_eq!((got.len(), stats.sent(), stats.dropped()), (20, 20, 0));
+    }
+
+    #[test]
+    fn a_dead_module_never_sends() {
+        let mut cfg = paced(3, 6);
+        cfg.faults.dead_modules = vec![1];
+        let (seen, stats) = in_every_mode(cfg);
+        assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(seen[&0], all_frames(6));
+        assert_eq!((stats.modules[1].sent, stats.modules[1].dropped), (0, 6));
+    }
+
+    #[test]
+    fn a_skipped_frame_is_missing_from_that_module_only() {
+        let mut cfg = paced(2, 6);
+        cfg.faults.skip = vec![(0, 2), (1, 0), (1, 5)];
+        let (seen, stats) = in_every_mode(cfg);
+        use Seen::F;
+        assert_eq!(seen[&0], [F(0), F(1), F(3), F(4), F(5)]);
+        assert_eq!(seen[&1], [F(1), F(2), F(3), F(4)]);
+        assert_eq!((stats.modules[0].dropped, stats.modules[1].dropped), (1, 2));
+    }
+
+    #[test]
+    fn every_nth_datagram_is_followed_by_a_143_byte_malformed_one() {
+        let mut cfg = paced(2, 7);
+        cfg.faults.malformed_every = 3;
+        let (seen, stats) = in_every_mode(cfg);
+        use Seen::{F, M};
+        for m in [0, 1] {
+            assert_eq!(
+                seen[&m],
+                [F(0), F(1), F(2), M(2), F(3), F(4), F(5), M(5), F(6)]
+            );
+        }
+        assert_eq!((stats.sent(), stats.malformed()), (14, 4));
+        assert_eq!(stats.bytes(), 14 * 1440 + 4 * 143);
+    }
+
+    #[test]
+    fn every_nth_datagram_is_sent_twice() {
+        let mut cfg = paced(2, 5);
+        cfg.faults.duplicate_every = 2;
+        let (seen, stats) = in_every_mode(cfg);
+        use Seen::F;
+        assert_eq!(seen[&1], [F(0), F(1), F(1), F(2), F(3), F(3), F(4)]);
+        assert_eq!((stats.sent(), stats.duplicates()), (14, 4));
+    }
+
+    #[test]
+    fn reordering_swaps_datagram_n_and_n_plus_1() {
+        use Seen::F;
+        let mut cfg = paced(2, 7);
+        cfg.faults.reorder_every = 3;
+        let (seen, _) = in_every_mode(cfg.clone());
+        assert_eq!(seen[&0], [F(0), F(1), F(3), F(2), F(4), F(6), F(5)]);
+        // One held back at the end of the run is still sent.
+        cfg.count = Some(6);
+        let (seen, stats) = in_every_mode(cfg.clone());
+        assert_eq!(seen[&1], [F(0), F(1), F(3), F(2), F(4), F(5)]);
+        assert_eq!(stats.sent(), 12);
+        // One whose successor is lost goes out in the successor's slot.
+        cfg.faults.skip = vec![(0, 3)];
+        let (seen, _) = in_every_mode(cfg);
+        assert_eq!(seen[&0], [F(0), F(1), F(2), F(4), F(5)]);
+    }
+
+    #[test]
+    fn a_timestamp_jump_shifts_one_module_from_its_frame_on() {
+        let mut cfg = paced(2, 6);
+        cfg.faults.ts_jump = vec![(1, 2, -3_000_000_000), (1, 4, 1_000_000_000)];
+        // `frames` locates each datagram at its shifted timestamps and checks
+        // that the content is the model's at those timestamps.
+        let (seen, stats) = in_every_mode(cfg.clone());
+        assert_eq!(seen[&0], all_frames(6));
+        assert_eq!(seen[&1], all_frames(6));
+        let plan = Plan::new(&cfg, 1);
+        assert_eq!(
+            (0..6).map(|f| plan.shift(f)).collect::<Vec<_>>(),
+            [
+                0,
+                0,
+                -3_000_000_000,
+                -3_000_000_000,
+                -2_000_000_000,
+                -2_000_000_000
+            ]
+        );
+        assert_eq!(stats.sent(), 12);
+    }
+
+    #[test]
+    fn all_faults_at_once_agree_between_paced_and_flood() {
+        let mut cfg = paced(4, 40);
+        cfg.faults = Faults {
+            loss: 0.1,
+            dead_modules: vec![2],
+            skip: vec![(0, 7), (3, 8)],
+            malformed_every: 5,
+            duplicate_every: 7,
+            reorder_every: 4,
+            ts_jump: vec![(3, 20, 123_456)],
+        };
+        let (seen, stats) = in_every_mode(cfg);
+        assert!(!seen.contains_key(&2));
+        assert!(stats.dropped() > 40 && stats.malformed() == 3 * 8 && stats.duplicates() > 0);
+    }
+
+    #[test]
+    fn a_flood_sends_distinct_consecutive_frames_with_exact_timestamps() {
+        for gso in [false, true] {
+            let cfg = SimConfig {
+                flood: true,
+                gso,
+                modules: 3,
+                count: Some(700),
+                seed: SEED,
+                ..SimConfig::default()
+            };
+            let (stats, got) = run_against_receiver(cfg.clone());
+            // `frames` checks each datagram's bytes, with values refreshed every 256 frames.
+            let seen = frames(&cfg, &stats, &got, false);
+            for m in 0..3 {
+                assert_eq!(seen[&m], all_frames(700), "gso {gso}");
+            }
+            assert_eq!((stats.sent(), stats.send_errors()), (2100, 0));
+        }
+    }
+
+    #[test]
+    fn gso_segments_are_limited_by_the_udp_payload() {
+        // 28 readouts = 4032 bytes: at most 16 segments per GSO send.
+        let cfg = SimConfig {
+            flood: true,
+            gso: true,
+            batch: 64,
+            readouts: 28,
+            count: Some(100),
+            seed: SEED,
+            ..SimConfig::default()
+        };
+        let (stats, got) = run_against_receiver(cfg.clone());
+        assert_eq!(frames(&cfg, &stats, &got, false)[&0], all_frames(100));
+        assert!(got.iter().all(|(_, d)| d.len() == 4032));
+    }
+
+    #[test]
+    fn a_run_ends_on_duration_or_stop() {
+        let rx = Receiver::start();
+        let cfg = SimConfig {
+            target: rx.addr,
+            flood: true,
+            duration: Some(Duration::from_millis(30)),
+            ..SimConfig::default()
+        };
+        let stats = run(&cfg, &AtomicBool::new(false)).unwrap();
+        assert!(stats.sent() > 0);
+        let paced = SimConfig {
+            flood: false,
+            rate: 1000.0,
+            ..cfg.clone()
+        };
+        let stats = run(&paced, &AtomicBool::new(false)).unwrap();
+        assert!(stats.sent() > 0);
+        // Stop requested before the start: nothing is sent.
+        for flood in [false, true] {
+            let c = SimConfig {
+                flood,
+                duration: None,
+                ..cfg.clone()
+            };
+            assert_eq!(run(&c, &AtomicBool::new(true)).unwrap().sent(), 0);
+        }
+        rx.finish();
+    }
+
+    #[test]
+    fn the_summary_names_every_counter() {
+        let (stats, _) = run_against_receiver(SimConfig {
+            faults: Faults {
+                malformed_every: 2,
+                ..Faults::default()
+            },
+            ..paced(2, 4)
+        });
+        let short = stats.to_string();
+        assert!(
+            short.starts_with("sent 8 datagrams (12092 bytes) from 2 modules in "),
+            "{short}"
+        );
+        assert!(
+            short.contains("faults: 0 dropped, 0 duplicated, 4 malformed; send errors: 0"),
+            "{short}"
+        );
+        let long = format!("{stats:#}");
+        assert_eq!(long.lines().count(), 5, "{long}");
+        assert!(
+            long.lines()
+                .nth(3)
+                .unwrap()
+                .split_whitespace()
+                .eq(["0", "4", "0", "2", "0", "0"]),
+            "{long}"
+        );
+    }
+}

@@ -1,1 +1,248 @@
-fn main() {}
+//! `tm-ss-sim`: simulated TARGET-C modules sending CHEC-S slow-signal datagrams.
+//!
+//! Thin: parse flags into a [`SimConfig`], call [`sim::run`], print the
+//! summary to stderr. The model, pacing and faults live in `ssdaq::sim`.
+//!
+//! `tm-ss-sim 2009 localhost` sends as one module at 25 datagrams/s, as the
+//! original Python simulator did.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, error::ErrorKind};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use ssdaq::sim::{self, Faults, SimConfig};
+
+/// Simulated TARGET-C modules of the CHEC-S camera: each sends UDP datagrams
+/// of 144-byte slow-signal readouts from its own source address
+/// 127.0.0.(100+module), on a timestamp grid shared by all modules.
+#[derive(Parser, Debug)]
+#[command(name = "tm-ss-sim", version)]
+struct Cli {
+    /// UDP port of the DAQ host.
+    #[arg(default_value_t = sim::DEFAULT_PORT)]
+    port: u16,
+    /// DAQ host name or address.
+    #[arg(default_value = "localhost")]
+    host: String,
+    /// Target HOST:PORT (overrides PORT and HOST).
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+    /// Number of modules to simulate, from 127.0.0.(100+first+i).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32))]
+    modules: u8,
+    /// Module number of the first simulated module.
+    #[arg(long, value_name = "M", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=31))]
+    first_module: u8,
+    /// Datagrams per second per module (in flood mode: the spacing of the virtual clock).
+    #[arg(long, value_name = "R", default_value_t = sim::DEFAULT_RATE, value_parser = positive_f64)]
+    rate: f64,
+    /// Readouts per datagram.
+    #[arg(long, value_name = "K", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=sim::MAX_READOUTS as i64))]
+    readouts: u16,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    duration: Option<Duration>,
+    /// Stop after this many datagrams (frames) per module.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Send as fast as possible (sendmmsg) on a virtual clock.
+    #[arg(long)]
+    flood: bool,
+    /// In flood mode, send with UDP GSO instead of sendmmsg.
+    #[arg(long, requires = "flood")]
+    gso: bool,
+    /// Datagrams per sendmmsg / GSO send in flood mode.
+    #[arg(long, default_value_t = sim::DEFAULT_BATCH as u16,
+          value_parser = clap::value_parser!(u16).range(1..=sim::MAX_BATCH as i64))]
+    batch: u16,
+    /// Seed of the pixel model and of --loss.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Do not bind module source addresses (needed for a remote target; the
+    /// receiver then sees one source for all modules).
+    #[arg(long)]
+    no_bind: bool,
+
+    /// drop each datagram with probability P (seeded).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability, help_heading = "Faults")]
+    loss: f64,
+    /// module M never sends (repeatable).
+    #[arg(long, value_name = "M", help_heading = "Faults")]
+    dead_module: Vec<u8>,
+    /// module M omits frame F, counted from 0 (repeatable).
+    #[arg(long, value_name = "M:F", value_parser = module_frame, help_heading = "Faults")]
+    skip: Vec<(u8, u64)>,
+    /// every Nth datagram of each module, also send a 143-byte malformed one.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Faults")]
+    malformed_every: u64,
+    /// send every Nth datagram of each module twice.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Faults")]
+    duplicate_every: u64,
+    /// swap datagrams N and N+1 (2N and 2N+1, …) of each module.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Faults")]
+    reorder_every: u64,
+    /// from frame F on, shift module M's primary timestamps by DELTA_NS (repeatable).
+    #[arg(long, value_name = "M:F:DELTA_NS", value_parser = ts_jump, allow_hyphen_values = true,
+          help_heading = "Faults")]
+    ts_jump: Vec<(u8, u64, i64)>,
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a positive number, got {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| format!("must be a non-negative number of seconds, got {v}"))
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) => Err(format!("a probability is 0..=1, got {p}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn module_frame(s: &str) -> Result<(u8, u64), String> {
+    let (m, f) = s
+        .split_once(':')
+        .ok_or("expected MODULE:FRAME, e.g. 3:100")?;
+    let m = m.parse().map_err(|e| format!("module '{m}': {e}"))?;
+    let f = f.parse().map_err(|e| format!("frame '{f}': {e}"))?;
+    Ok((m, f))
+}
+
+fn ts_jump(s: &str) -> Result<(u8, u64, i64), String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(m), Some(f), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected MODULE:FRAME:DELTA_NS, e.g. 3:100:-5000000".into());
+    };
+    let m = m.parse().map_err(|e| format!("module '{m}': {e}"))?;
+    let f = f.parse().map_err(|e| format!("frame '{f}': {e}"))?;
+    let d = d.parse().map_err(|e| format!("delta '{d}': {e}"))?;
+    Ok((m, f, d))
+}
+
+/// The target address: the first IPv4 address of the host (module sources are
+/// IPv4), else its first address.
+fn resolve(host_port: &str) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = host_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve target '{host_port}': {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("cannot resolve target '{host_port}': no address"))
+}
+
+fn config(cli: &Cli, target: SocketAddr) -> SimConfig {
+    SimConfig {
+        target,
+        modules: cli.modules,
+        first_module: cli.first_module,
+        bind_sources: !cli.no_bind,
+        rate: cli.rate,
+        readouts: cli.readouts as usize,
+        duration: cli.duration,
+        count: cli.count,
+        flood: cli.flood,
+        gso: cli.gso,
+        batch: cli.batch as usize,
+        seed: cli.seed,
+        faults: Faults {
+            loss: cli.loss,
+            dead_modules: cli.dead_module.clone(),
+            skip: cli.skip.clone(),
+            malformed_every: cli.malformed_every,
+            duplicate_every: cli.duplicate_every,
+            reorder_every: cli.reorder_every,
+            ts_jump: cli.ts_jump.clone(),
+        },
+        ..SimConfig::default()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let host_port = match &cli.target {
+        Some(t) => t.clone(),
+        None if cli.host.contains(':') => format!("[{}]:{}", cli.host, cli.port),
+        None => format!("{}:{}", cli.host, cli.port),
+    };
+    let target = match resolve(&host_port) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tm-ss-sim: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = config(&cli, target);
+    if let Err(e) = cfg.validate() {
+        Cli::command().error(ErrorKind::ValueValidation, e).exit();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // A second signal while stopping ends the process at once.
+        let registered = signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()));
+        if let Err(e) = registered {
+            eprintln!("tm-ss-sim: cannot install a signal handler: {e}");
+            return ExitCode::from(1);
+        }
+    }
+
+    let mode = match (cfg.flood, cfg.gso) {
+        (false, _) => format!("{} datagrams/s/module", cfg.rate),
+        (true, false) => format!("flood, sendmmsg batches of {}", cfg.batch),
+        (true, true) => format!("flood, UDP GSO batches of {}", cfg.batch),
+    };
+    let sources = if cfg.bind_sources {
+        let m = cfg.module_numbers();
+        match m.len() {
+            1 => format!("from {}", cfg.source_addr(m.start)),
+            _ => format!(
+                "from {}..{}",
+                cfg.source_addr(m.start),
+                cfg.source_addr(m.end - 1)
+            ),
+        }
+    } else {
+        "from unbound sources".to_string()
+    };
+    let modules = match cfg.modules {
+        1 => "1 module".to_string(),
+        n => format!("{n} modules"),
+    };
+    eprintln!(
+        "tm-ss-sim: {modules} {sources} → {target}, {} readouts/datagram, {mode}",
+        cfg.readouts
+    );
+    match sim::run(&cfg, &stop) {
+        Ok(stats) => {
+            if cfg.faults.any() || stats.send_errors() > 0 {
+                eprintln!("tm-ss-sim: {stats:#}");
+            } else {
+                eprintln!("tm-ss-sim: {stats}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tm-ss-sim: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
