@@ -458,6 +458,15 @@ impl Builder {
         self.now_ns
     }
 
+    /// The earliest time at which [`advance`](Self::advance) would emit
+    /// something or change the expected set, if nothing else arrives.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let front = self.order.front().map(|&id| self.meta[id as usize].created_ns + self.cfg.timeout_ns);
+        let learned = (self.cfg.modules.is_none() && self.expected != 0).then_some(self.next_module_expiry_ns);
+        let silent = self.last_accept_ns.map(|t| t + self.cfg.module_timeout_ns);
+        [front, learned, silent, self.learning_until].into_iter().flatten().min()
+    }
+
     /// Takes one datagram: validates it, places its readouts, and emits every
     /// event that became ready.
     pub fn push(&mut self, d: Datagram<'_>, sink: &mut impl EventSink) -> Outcome {

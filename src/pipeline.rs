@@ -9,7 +9,6 @@
 //!                                                                    ▼
 //!              ┌──────────── build thread (core B) ──────────────────────┐
 //!              │ drain queue → Assembly (builder + publisher) → ZMQ PUB   │
-//!              │ every tick: wall-clock flush, subscriptions, status line │
 //!              └──────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -23,13 +22,20 @@
 //! 20 µs latency target at the camera's real rate; building inline avoids
 //! the wake-up, while under load the queue spreads receive and build over
 //! two cores. Inline is chosen only when the queue is empty and the lock is
-//! free, so datagrams are always built in arrival order.
+//! free, so datagrams are always built in arrival order, and only for a batch
+//! that is not full, so a receive thread that falls behind hands building
+//! over to the other core.
 //!
-//! Time: the receive thread publishes a *fence*, "every datagram stamped
-//! before this has been queued or built", and the build thread's wall-clock
-//! flush uses the fence, never its own clock. The builder thus sees the same
-//! sequence of times a replay of the raw dump will, which is what makes the
-//! replay byte-exact.
+//! Time: whoever holds the assembly moves the builder's clock on the wall
+//! clock ("housekeeping": flush what timed out, poll subscriptions, print
+//! the status line) only to a time before which every datagram is already
+//! built. The receive thread knows that time exactly when it is idle (it is
+//! the receiver); the build thread uses the receive thread's *fence*, "every
+//! datagram stamped before this has been built or queued". The builder thus
+//! sees the same sequence of times a replay of the raw dump will, which is
+//! what makes the replay byte-exact. When idle, the receive thread sleeps
+//! in the kernel until the builder's next deadline (or a datagram), and the
+//! build thread until it is handed work: an idle daemon costs nothing.
 //!
 //! Nothing here allocates or logs per datagram; problems are counted and
 //! logged at most once per interval.
@@ -51,14 +57,16 @@ use crate::packet::Reject;
 use crate::publish::{BindError, PublishStats, Publisher, Subscription};
 use crate::recv::{self, BATCH, Backend, BufId, IoMode, PacketPool, RecvMeta, Receiver};
 
-/// Batches up to this size are built inline on the receive thread when the
-/// build thread is idle (see the module documentation).
-pub const INLINE_MAX_BATCH: usize = 8;
-/// How often the build thread flushes on the wall clock and checks subscriptions.
-const TICK: Duration = Duration::from_millis(10);
-/// How long the receive thread waits in the kernel when idle: bounds how
-/// stale the time fence can get.
-const IDLE_WAIT: Duration = Duration::from_millis(10);
+/// Batches smaller than this are built inline on the receive thread when
+/// the build thread is idle (see the module documentation). A full batch
+/// means the socket held more than one batch: the receive thread is falling
+/// behind and building moves to the other core. A burst from the whole
+/// camera (32 datagrams) is still built inline, without a thread wake-up.
+pub const INLINE_BELOW: usize = BATCH;
+/// How often subscriptions are checked (for the log).
+const SUBSCRIPTION_POLL_NS: u64 = 100_000_000;
+/// The longest the receive thread sleeps in the kernel when idle.
+const IDLE_WAIT_NS: u64 = 1_000_000_000;
 /// Wait while the build thread holds buffers, so returned ones recycle fast.
 const BUSY_WAIT: Duration = Duration::from_micros(200);
 /// At most one log line per cause per this interval.
@@ -147,6 +155,9 @@ struct Shared {
     fence: AtomicU64,
     stop: Arc<AtomicBool>,
     recv_done: AtomicBool,
+    /// When the assembly next needs the wall clock (ns): the receive thread
+    /// sleeps no longer than this.
+    next_wake: AtomicU64,
     recv: RecvCounters,
     batches: BatchSizes,
 }
@@ -168,6 +179,8 @@ struct Assembly {
     readout_log: RateLimit,
     expected_logged: u32,
     status: StatusState,
+    status_interval_ns: u64,
+    next_subscription_poll_ns: u64,
 }
 
 /// Sends each event the builder emits, timing it.
@@ -252,18 +265,24 @@ impl Assembly {
         }
     }
 
-    /// Wall-clock work: flush what timed out, note subscriptions and modules.
-    fn tick(&mut self, fence: u64) {
+    /// Wall-clock work at `now`, a time before which every datagram has
+    /// been built: flush what timed out, note subscriptions and modules,
+    /// print the status line when due. Tells the receive thread when to
+    /// come back.
+    fn housekeeping(&mut self, now: u64, shared: &Shared) {
         let (builder, mut sink) = self.sink();
-        builder.advance(fence, &mut sink);
-        match self.publisher.poll_subscriptions() {
-            Some(Subscription::Joined) => {
-                info!("subscriber joined (subscriptions: {})", self.publisher.stats().subscriptions)
+        builder.advance(now, &mut sink);
+        if now >= self.next_subscription_poll_ns {
+            self.next_subscription_poll_ns = now + SUBSCRIPTION_POLL_NS;
+            match self.publisher.poll_subscriptions() {
+                Some(Subscription::Joined) => {
+                    info!("subscriber joined (subscriptions: {})", self.publisher.stats().subscriptions)
+                }
+                Some(Subscription::Left) => {
+                    info!("subscriber left (subscriptions: {})", self.publisher.stats().subscriptions)
+                }
+                None => {}
             }
-            Some(Subscription::Left) => {
-                info!("subscriber left (subscriptions: {})", self.publisher.stats().subscriptions)
-            }
-            None => {}
         }
         let expected = self.builder.expected();
         if expected != self.expected_logged {
@@ -281,6 +300,18 @@ impl Assembly {
             }
             self.expected_logged = expected;
         }
+        let mut next = self.next_subscription_poll_ns;
+        if self.status_interval_ns > 0 {
+            let due = self.status.at_ns + self.status_interval_ns;
+            if now >= due {
+                status_line(self, shared, now);
+            }
+            next = next.min(self.status.at_ns + self.status_interval_ns);
+        }
+        if let Some(d) = self.builder.next_deadline() {
+            next = next.min(d);
+        }
+        shared.next_wake.store(next, Ordering::Relaxed);
     }
 
     fn flush(&mut self) {
@@ -341,23 +372,25 @@ impl Daemon {
             readout_log: RateLimit::new(LOG_EVERY_NS),
             expected_logged: cfg.builder.modules.unwrap_or(0),
             status: StatusState { at_ns: now, ..Default::default() },
+            status_interval_ns: cfg.status_interval.as_nanos() as u64,
+            next_subscription_poll_ns: now,
         };
         let shared = Arc::new(Shared {
             asm: Mutex::new(asm),
             fence: AtomicU64::new(now),
             stop,
             recv_done: AtomicBool::new(false),
+            next_wake: AtomicU64::new(now),
             recv: RecvCounters::default(),
             batches: BatchSizes::new(BATCH),
         });
         let (to_build, from_recv) = rtrb::RingBuffer::<RecvMeta>::new(cfg.buffers);
         let (to_recv, from_build) = rtrb::RingBuffer::<BufId>::new(cfg.buffers);
         let (core_recv, core_build) = cfg.cores.unzip();
-        let status = cfg.status_interval;
         let s = shared.clone();
         let build = thread::Builder::new()
             .name("ssdaq-build".into())
-            .spawn(move || build_stage(&s, from_recv, to_recv, pool, core_build, status))
+            .spawn(move || build_stage(&s, from_recv, to_recv, pool, core_build))
             .map_err(StartError::Io)?;
         let s = shared.clone();
         let build_thread = build.thread().clone();
@@ -442,11 +475,17 @@ fn recv_stage(
         while let Ok(b) = returned.pop() {
             rx.release(b);
         }
-        let builder_busy = to_build.slots() < capacity;
+        let now = clock::now_ns();
         // Everything received so far has been built or queued: any datagram
         // from here on is stamped after this.
-        shared.fence.store(clock::now_ns(), Ordering::Release);
-        let wait = if builder_busy { BUSY_WAIT } else { IDLE_WAIT };
+        shared.fence.store(now, Ordering::Release);
+        let queued = to_build.slots() < capacity;
+        let wait = if queued {
+            BUSY_WAIT
+        } else {
+            let until = shared.next_wake.load(Ordering::Relaxed).min(now + IDLE_WAIT_NS);
+            Duration::from_nanos(until.saturating_sub(now))
+        };
         let n = match rx.recv(&mut batch, wait) {
             Ok(n) => n,
             Err(e) => {
@@ -465,25 +504,26 @@ fn recv_stage(
             }
             next_drop_check = now + 1_000_000_000;
         }
-        if n == 0 {
-            continue;
+        if n > 0 {
+            shared.batches.record(n);
+            shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
+            let bytes: u64 = batch.iter().map(|m| m.len as u64).sum();
+            shared.recv.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
-        shared.batches.record(n);
-        shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
-        let bytes: u64 = batch.iter().map(|m| m.len as u64).sum();
-        shared.recv.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let inline = if n <= INLINE_MAX_BATCH && to_build.slots() == capacity {
-            shared.asm.try_lock().ok()
-        } else {
-            None
-        };
+        // Build here when the build stage is idle and the batch is small.
+        let idle = to_build.slots() == capacity;
+        let inline = if idle && n < INLINE_BELOW { shared.asm.try_lock().ok() } else { None };
         if let Some(mut asm) = inline {
             for m in batch.drain(..) {
                 asm.process(&pool, &m);
                 rx.release(m.buf);
             }
-            shared.recv.inline_batches.fetch_add(1, Ordering::Relaxed);
-        } else {
+            if n > 0 {
+                shared.recv.inline_batches.fetch_add(1, Ordering::Relaxed);
+            }
+            // Nothing is queued and all received is built: `now` is exact.
+            asm.housekeeping(clock::now_ns(), shared);
+        } else if n > 0 {
             for m in batch.drain(..) {
                 // Cannot fail: the queue holds as many entries as there are buffers.
                 let _ = to_build.push(m);
@@ -497,51 +537,46 @@ fn recv_stage(
     build_thread.unpark();
 }
 
-/// The build stage: queue → builder → publisher; wall-clock ticks; status.
+/// The build stage: queue → builder → publisher.
 fn build_stage(
     shared: &Shared,
     mut from_recv: rtrb::Consumer<RecvMeta>,
     mut to_recv: rtrb::Producer<BufId>,
     pool: Arc<PacketPool>,
     core: Option<usize>,
-    status_interval: Duration,
 ) {
     pin(core, "build");
-    let drain = |asm: &mut Assembly, q: &mut rtrb::Consumer<RecvMeta>, back: &mut rtrb::Producer<BufId>| {
-        while let Ok(m) = q.pop() {
-            asm.process(&pool, &m);
-            // Cannot fail: as many entries as buffers.
-            let _ = back.push(m.buf);
-        }
-    };
-    let mut next_tick = clock::now_ns();
     loop {
+        // Read before draining: everything stamped before it is in the queue.
         let fence = shared.fence.load(Ordering::Acquire);
         let done = shared.recv_done.load(Ordering::Acquire);
-        if !from_recv.is_empty() {
-            drain(&mut shared.lock(), &mut from_recv, &mut to_recv);
-            continue;
-        }
-        let now = clock::now_ns();
-        if now >= next_tick || done {
+        if !from_recv.is_empty() || done {
             let mut asm = shared.lock();
-            drain(&mut asm, &mut from_recv, &mut to_recv);
-            asm.tick(fence);
-            if !status_interval.is_zero() && now >= asm.status.at_ns + status_interval.as_nanos() as u64 {
-                status_line(&mut asm, shared, now);
+            while let Ok(m) = from_recv.pop() {
+                asm.process(&pool, &m);
+                // Cannot fail: as many entries as buffers.
+                let _ = to_recv.push(m.buf);
             }
+            asm.housekeeping(fence, shared);
             if done {
                 asm.flush();
                 return;
             }
-            next_tick = now + TICK.as_nanos() as u64;
+            continue;
         }
-        thread::park_timeout(Duration::from_nanos(next_tick.saturating_sub(clock::now_ns())));
+        // Woken by the receive stage when it queues work or stops.
+        thread::park_timeout(Duration::from_secs(1));
     }
 }
 
 /// The periodic one-line status.
 fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
+    if asm.status.datagrams == 0 && shared.recv.datagrams.load(Ordering::Relaxed) == 0 {
+        // Nothing yet: say so once per interval without a wall of zeros.
+        asm.status.at_ns = now;
+        info!("status: no datagram received yet");
+        return;
+    }
     let dt = since(asm.status.at_ns, now).max(1) as f64 / 1e9;
     let s = asm.builder.stats();
     let datagrams = shared.recv.datagrams.load(Ordering::Relaxed);
