@@ -1057,7 +1057,10 @@ fn run_paced(
     first_error: &mut Option<String>,
 ) {
     let mut buf = vec![0u8; ctx.grid.readouts() * READOUT_SIZE];
-    let end_ns = cfg.duration.map(|d| ctx.start_ns + d.as_nanos() as u64);
+    let end_ns = cfg.duration.map(|d| {
+        ctx.start_ns
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    });
     for f in 0.. {
         if cfg.count.is_some_and(|c| f >= c) {
             break;
