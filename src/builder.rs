@@ -232,7 +232,7 @@ pub struct Event<'a> {
     /// Modules the builder waited for.
     pub expected: u32,
     pub reason: Emit,
-    buf: &'a mut EventBuf,
+    buf: &'a mut Box<EventBuf>,
 }
 
 impl Event<'_> {
@@ -249,6 +249,14 @@ impl Event<'_> {
     /// The assembled rows and timestamps.
     pub fn buf(&self) -> &EventBuf {
         self.buf
+    }
+
+    /// Takes the assembled buffer, leaving `spare` in the slot for a later
+    /// event (its contents do not matter). For a publisher that lends the
+    /// buffer to its transport instead of copying it. Afterwards this event's
+    /// data is in `spare`; encode it there with `self.header`.
+    pub fn swap_buf(&mut self, spare: &mut Box<EventBuf>) {
+        std::mem::swap(self.buf, spare);
     }
 }
 
@@ -461,10 +469,17 @@ impl Builder {
     /// The earliest time at which [`advance`](Self::advance) would emit
     /// something or change the expected set, if nothing else arrives.
     pub fn next_deadline(&self) -> Option<u64> {
-        let front = self.order.front().map(|&id| self.meta[id as usize].created_ns + self.cfg.timeout_ns);
-        let learned = (self.cfg.modules.is_none() && self.expected != 0).then_some(self.next_module_expiry_ns);
+        let front = self
+            .order
+            .front()
+            .map(|&id| self.meta[id as usize].created_ns + self.cfg.timeout_ns);
+        let learned = (self.cfg.modules.is_none() && self.expected != 0)
+            .then_some(self.next_module_expiry_ns);
         let silent = self.last_accept_ns.map(|t| t + self.cfg.module_timeout_ns);
-        [front, learned, silent, self.learning_until].into_iter().flatten().min()
+        [front, learned, silent, self.learning_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Takes one datagram: validates it, places its readouts, and emits every

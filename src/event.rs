@@ -163,6 +163,14 @@ impl EventBuf {
         self.ts[module][0].get()
     }
 
+    /// Where the message of `format` starts inside the buffer.
+    pub const fn message_offset(format: Format) -> usize {
+        match format {
+            Format::V1 => V1_OFFSET,
+            Format::V2 => 0,
+        }
+    }
+
     /// Writes the header for `format` in place and returns the message bytes.
     pub fn encode(&mut self, format: Format, h: &EventHeader) -> &[u8] {
         match format {

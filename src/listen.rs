@@ -21,7 +21,10 @@ pub const DEFAULT_RCVHWM: i32 = 10_000;
 #[derive(Debug)]
 pub enum ListenError {
     /// ZeroMQ refused (bad endpoint, context terminated …).
-    Zmq { endpoint: String, source: zmq::Error },
+    Zmq {
+        endpoint: String,
+        source: zmq::Error,
+    },
     /// A message that is not an event (its bytes were dropped).
     Decode(DecodeError),
 }
@@ -68,25 +71,40 @@ impl EventListener {
     /// to everything. ZeroMQ connects in the background: this succeeds even
     /// if the publisher is not up yet, and events flow once it is.
     pub fn connect(endpoint: &str) -> Result<EventListener, ListenError> {
-        let err = |source| ListenError::Zmq { endpoint: endpoint.to_string(), source };
+        let err = |source| ListenError::Zmq {
+            endpoint: endpoint.to_string(),
+            source,
+        };
         let ctx = zmq::Context::new();
         let sock = ctx.socket(zmq::SUB).map_err(err)?;
         sock.set_rcvhwm(DEFAULT_RCVHWM).map_err(err)?;
         sock.set_linger(0).map_err(err)?;
         sock.set_subscribe(b"").map_err(err)?;
         sock.connect(endpoint).map_err(err)?;
-        Ok(EventListener { sock, _ctx: ctx, endpoint: endpoint.to_string(), last_number: None, received: 0, missed: 0 })
+        Ok(EventListener {
+            sock,
+            _ctx: ctx,
+            endpoint: endpoint.to_string(),
+            last_number: None,
+            received: 0,
+            missed: 0,
+        })
     }
 
     /// Waits up to `timeout` for the next event; `Ok(None)` on timeout.
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<ReceivedEvent>, ListenError> {
-        let err = |source| ListenError::Zmq { endpoint: self.endpoint.clone(), source };
+        let err = |source| ListenError::Zmq {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
         let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
         if self.sock.poll(zmq::POLLIN, ms).map_err(err)? == 0 {
             return Ok(None);
         }
         let msg = self.sock.recv_msg(zmq::DONTWAIT).map_err(err)?;
-        let number = EventView::parse(&msg).map_err(ListenError::Decode)?.number();
+        let number = EventView::parse(&msg)
+            .map_err(ListenError::Decode)?
+            .number();
         match self.last_number {
             Some(last) if number > last => self.missed += number - last - 1,
             _ => {} // first event, or the publisher restarted its numbering

@@ -25,7 +25,11 @@ pub struct Latency {
 impl Latency {
     pub fn new(name: &'static str) -> Latency {
         let h = || Histogram::new_with_bounds(1, MAX_NS, 3).expect("valid histogram bounds");
-        Latency { name, total: h(), interval: h() }
+        Latency {
+            name,
+            total: h(),
+            interval: h(),
+        }
     }
 
     #[inline]
@@ -125,10 +129,20 @@ impl Default for StageLatency {
 
 impl StageLatency {
     pub fn all_mut(&mut self) -> [&mut Latency; 4] {
-        [&mut self.to_slot, &mut self.to_built, &mut self.to_zmq, &mut self.partial_to_zmq]
+        [
+            &mut self.to_slot,
+            &mut self.to_built,
+            &mut self.to_zmq,
+            &mut self.partial_to_zmq,
+        ]
     }
     pub fn all(&self) -> [&Latency; 4] {
-        [&self.to_slot, &self.to_built, &self.to_zmq, &self.partial_to_zmq]
+        [
+            &self.to_slot,
+            &self.to_built,
+            &self.to_zmq,
+            &self.partial_to_zmq,
+        ]
     }
 }
 
@@ -140,7 +154,9 @@ pub struct BatchSizes {
 
 impl BatchSizes {
     pub fn new(max: usize) -> BatchSizes {
-        BatchSizes { counts: (0..=max).map(|_| AtomicU64::new(0)).collect() }
+        BatchSizes {
+            counts: (0..=max).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     #[inline]
@@ -151,7 +167,11 @@ impl BatchSizes {
 
     /// (batches, mean size, p50, p99, max) over all batches so far.
     pub fn summary(&self) -> BatchSummary {
-        let c: Vec<u64> = self.counts.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        let c: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
         let n: u64 = c.iter().sum();
         if n == 0 {
             return BatchSummary::default();
@@ -169,7 +189,13 @@ impl BatchSizes {
             c.len() - 1
         };
         let max = c.iter().rposition(|&k| k > 0).unwrap_or(0);
-        BatchSummary { batches: n, mean: total as f64 / n as f64, p50: q(0.5), p99: q(0.99), max }
+        BatchSummary {
+            batches: n,
+            mean: total as f64 / n as f64,
+            p50: q(0.5),
+            p99: q(0.99),
+            max,
+        }
     }
 }
 
@@ -203,7 +229,11 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub const fn new(interval_ns: u64) -> RateLimit {
-        RateLimit { interval_ns, next_ns: 0, held: 0 }
+        RateLimit {
+            interval_ns,
+            next_ns: 0,
+            held: 0,
+        }
     }
 
     /// `Some(held back since the last message)` if a message may go out now.

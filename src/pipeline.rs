@@ -49,13 +49,15 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::builder::{self, Builder, BuilderConfig, BuilderStats, Datagram, Event, EventSink, Outcome};
+use crate::builder::{
+    self, Builder, BuilderConfig, BuilderStats, Datagram, Event, EventSink, Outcome,
+};
 use crate::clock::{self, since};
 use crate::event::Format;
 use crate::metrics::{BatchSizes, BatchSummary, Quantiles, RateLimit, StageLatency, human_ns};
 use crate::packet::Reject;
 use crate::publish::{BindError, PublishStats, Publisher, Subscription};
-use crate::recv::{self, BATCH, Backend, BufId, IoMode, PacketPool, RecvMeta, Receiver};
+use crate::recv::{self, BATCH, Backend, BufId, IoMode, PacketPool, Receiver, RecvMeta};
 
 /// Batches smaller than this are built inline on the receive thread when
 /// the build thread is idle (see the module documentation). A full batch
@@ -113,7 +115,10 @@ impl Default for DaemonConfig {
 #[derive(Debug)]
 pub enum StartError {
     Config(String),
-    Listen { addr: SocketAddrV4, source: std::io::Error },
+    Listen {
+        addr: SocketAddrV4,
+        source: std::io::Error,
+    },
     Publish(BindError),
     Io(std::io::Error),
 }
@@ -172,7 +177,6 @@ impl Shared {
 struct Assembly {
     builder: Builder,
     publisher: Publisher,
-    format: Format,
     latency: StageLatency,
     reject_logs: [RateLimit; Reject::ALL.len()],
     out_of_sync_log: RateLimit,
@@ -187,7 +191,6 @@ struct Assembly {
 struct PublishSink<'a> {
     publisher: &'a mut Publisher,
     latency: &'a mut StageLatency,
-    format: Format,
 }
 
 impl EventSink for PublishSink<'_> {
@@ -196,9 +199,11 @@ impl EventSink for PublishSink<'_> {
         let arrival = ev.header.arrival_ns;
         let complete = ev.is_complete();
         if complete {
-            self.latency.to_built.record(since(arrival, clock::now_ns()));
+            self.latency
+                .to_built
+                .record(since(arrival, clock::now_ns()));
         }
-        self.publisher.send(ev.encode(self.format));
+        self.publisher.send_event(&mut ev);
         let sent = since(arrival, clock::now_ns());
         if complete {
             self.latency.to_zmq.record(sent);
@@ -210,7 +215,13 @@ impl EventSink for PublishSink<'_> {
 
 impl Assembly {
     fn sink(&mut self) -> (&mut Builder, PublishSink<'_>) {
-        (&mut self.builder, PublishSink { publisher: &mut self.publisher, latency: &mut self.latency, format: self.format })
+        (
+            &mut self.builder,
+            PublishSink {
+                publisher: &mut self.publisher,
+                latency: &mut self.latency,
+            },
+        )
     }
 
     /// Builds one received datagram.
@@ -222,11 +233,14 @@ impl Assembly {
             arrival_ns: m.arrival_ns,
             truncated: m.truncated,
         };
+        self.publisher.prepare(d.arrival_ns);
         let (builder, mut sink) = self.sink();
         let outcome = builder.push(d, &mut sink);
         let now = clock::now_ns();
         match outcome {
-            Outcome::Accepted { dropped_readouts: 0 } => self.latency.to_slot.record(since(d.arrival_ns, now)),
+            Outcome::Accepted {
+                dropped_readouts: 0,
+            } => self.latency.to_slot.record(since(d.arrival_ns, now)),
             Outcome::Accepted { dropped_readouts } => {
                 self.latency.to_slot.record(since(d.arrival_ns, now));
                 if let Some(held) = self.readout_log.allow(now) {
@@ -276,19 +290,32 @@ impl Assembly {
             self.next_subscription_poll_ns = now + SUBSCRIPTION_POLL_NS;
             match self.publisher.poll_subscriptions() {
                 Some(Subscription::Joined) => {
-                    info!("subscriber joined (subscriptions: {})", self.publisher.stats().subscriptions)
+                    info!(
+                        "subscriber joined (subscriptions: {})",
+                        self.publisher.stats().subscriptions
+                    )
                 }
                 Some(Subscription::Left) => {
-                    info!("subscriber left (subscriptions: {})", self.publisher.stats().subscriptions)
+                    info!(
+                        "subscriber left (subscriptions: {})",
+                        self.publisher.stats().subscriptions
+                    )
                 }
                 None => {}
             }
         }
         let expected = self.builder.expected();
         if expected != self.expected_logged {
-            let (joined, left) = (expected & !self.expected_logged, self.expected_logged & !expected);
+            let (joined, left) = (
+                expected & !self.expected_logged,
+                self.expected_logged & !expected,
+            );
             if joined != 0 {
-                info!("modules heard from: {} (now waiting for {})", builder::format_module_set(joined), describe(expected));
+                info!(
+                    "modules heard from: {} (now waiting for {})",
+                    builder::format_module_set(joined),
+                    describe(expected)
+                );
             }
             if left != 0 {
                 warn!(
@@ -321,7 +348,11 @@ impl Assembly {
 }
 
 fn describe(mask: u32) -> String {
-    format!("{} module(s): {}", mask.count_ones(), builder::format_module_set(mask))
+    format!(
+        "{} module(s): {}",
+        mask.count_ones(),
+        builder::format_module_set(mask)
+    )
 }
 
 /// Counters as of the last status line, to print rates.
@@ -351,11 +382,17 @@ impl Daemon {
     pub fn start(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<Daemon, StartError> {
         cfg.builder.validate().map_err(StartError::Config)?;
         if !cfg.buffers.is_power_of_two() || cfg.buffers < BATCH {
-            return Err(StartError::Config(format!("--buffers must be a power of two >= {BATCH}")));
+            return Err(StartError::Config(format!(
+                "--buffers must be a power of two >= {BATCH}"
+            )));
         }
         let (socket, rcvbuf) =
-            recv::bind_udp(cfg.listen, cfg.rcvbuf).map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
-        let publisher = Publisher::bind(&cfg.endpoint, cfg.hwm).map_err(StartError::Publish)?;
+            recv::bind_udp(cfg.listen, cfg.rcvbuf).map_err(|source| StartError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let publisher =
+            Publisher::bind(&cfg.endpoint, cfg.format, cfg.hwm).map_err(StartError::Publish)?;
         let endpoint = publisher.endpoint().to_string();
         let pool = PacketPool::new(cfg.buffers);
         let receiver = Receiver::new(socket, pool.clone(), cfg.io).map_err(StartError::Io)?;
@@ -365,13 +402,15 @@ impl Daemon {
         let asm = Assembly {
             builder: Builder::new(cfg.builder.clone()),
             publisher,
-            format: cfg.format,
             latency: StageLatency::default(),
             reject_logs: [RateLimit::new(LOG_EVERY_NS); Reject::ALL.len()],
             out_of_sync_log: RateLimit::new(LOG_EVERY_NS),
             readout_log: RateLimit::new(LOG_EVERY_NS),
             expected_logged: cfg.builder.modules.unwrap_or(0),
-            status: StatusState { at_ns: now, ..Default::default() },
+            status: StatusState {
+                at_ns: now,
+                ..Default::default()
+            },
             status_interval_ns: cfg.status_interval.as_nanos() as u64,
             next_subscription_poll_ns: now,
         };
@@ -405,7 +444,16 @@ impl Daemon {
             cfg.rcvbuf >> 10,
             cfg.format
         );
-        Ok(Daemon { shared, recv, build, started_ns: now, backend, endpoint, listen, rcvbuf })
+        Ok(Daemon {
+            shared,
+            recv,
+            build,
+            started_ns: now,
+            backend,
+            endpoint,
+            listen,
+            rcvbuf,
+        })
     }
 
     /// The endpoint subscribers connect to.
@@ -483,7 +531,10 @@ fn recv_stage(
         let wait = if queued {
             BUSY_WAIT
         } else {
-            let until = shared.next_wake.load(Ordering::Relaxed).min(now + IDLE_WAIT_NS);
+            let until = shared
+                .next_wake
+                .load(Ordering::Relaxed)
+                .min(now + IDLE_WAIT_NS);
             Duration::from_nanos(until.saturating_sub(now))
         };
         let n = match rx.recv(&mut batch, wait) {
@@ -512,7 +563,11 @@ fn recv_stage(
         }
         // Build here when the build stage is idle and the batch is small.
         let idle = to_build.slots() == capacity;
-        let inline = if idle && n < INLINE_BELOW { shared.asm.try_lock().ok() } else { None };
+        let inline = if idle && n < INLINE_BELOW {
+            shared.asm.try_lock().ok()
+        } else {
+            None
+        };
         if let Some(mut asm) = inline {
             for m in batch.drain(..) {
                 asm.process(&pool, &m);
@@ -597,7 +652,12 @@ fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
         p.hwm_drops,
         asm.builder.pending(),
     );
-    asm.status = StatusState { at_ns: now, datagrams, events, complete };
+    asm.status = StatusState {
+        at_ns: now,
+        datagrams,
+        events,
+        complete,
+    };
     let q = asm.latency.to_zmq.take_interval();
     for l in asm.latency.all_mut() {
         l.take_interval();
@@ -626,7 +686,11 @@ pub struct Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed_ns as f64 / 1e9;
-        writeln!(f, "ssdaqd summary after {secs:.1} s ({} receive)", self.backend)?;
+        writeln!(
+            f,
+            "ssdaqd summary after {secs:.1} s ({} receive)",
+            self.backend
+        )?;
         writeln!(
             f,
             "received {} datagrams, {} bytes; kernel drops {}; receive errors {}",

@@ -16,7 +16,11 @@ use ssdaq::listen::EventListener;
 use ssdaq::packet::N_MODULES;
 
 #[derive(Parser)]
-#[command(name = "ssdaq-listen", version, about = "Print the events an ssdaqd publishes")]
+#[command(
+    name = "ssdaq-listen",
+    version,
+    about = "Print the events an ssdaqd publishes"
+)]
 struct Cli {
     /// ZeroMQ endpoint of the publisher.
     #[arg(default_value = ssdaq::publish::DEFAULT_ENDPOINT)]
@@ -72,13 +76,21 @@ fn main() {
             let _ = writeln!(out, "{}", window.take(listener.missed()));
         }
         if silence.is_some_and(|s| last_event.elapsed() >= s) {
-            eprintln!("ssdaq-listen: no event from {} for {:.1} s", cli.endpoint, silence.unwrap().as_secs_f64());
+            eprintln!(
+                "ssdaq-listen: no event from {} for {:.1} s",
+                cli.endpoint,
+                silence.unwrap().as_secs_f64()
+            );
             status = 1;
             break;
         }
     }
     let _ = out.flush();
-    eprintln!("ssdaq-listen: received {} events, missed {}", listener.received(), listener.missed());
+    eprintln!(
+        "ssdaq-listen: received {} events, missed {}",
+        listener.received(),
+        listener.missed()
+    );
     std::process::exit(status);
 }
 
@@ -112,7 +124,12 @@ struct Window {
 
 impl Default for Window {
     fn default() -> Self {
-        Window { started: Instant::now(), events: 0, complete: 0, module_rows: 0 }
+        Window {
+            started: Instant::now(),
+            events: 0,
+            complete: 0,
+            module_rows: 0,
+        }
     }
 }
 
@@ -126,11 +143,19 @@ impl Window {
 
     fn take(&mut self, missed: u64) -> String {
         let dt = self.started.elapsed().as_secs_f64();
-        let mean = if self.events > 0 { self.module_rows as f64 / self.events as f64 } else { 0.0 };
+        let mean = if self.events > 0 {
+            self.module_rows as f64 / self.events as f64
+        } else {
+            0.0
+        };
         let line = format!(
             "{:.1} events/s, {:.1}% with all 32 modules, {mean:.1} modules per event, missed {missed} in all",
             self.events as f64 / dt,
-            if self.events > 0 { 100.0 * self.complete as f64 / self.events as f64 } else { 0.0 }
+            if self.events > 0 {
+                100.0 * self.complete as f64 / self.events as f64
+            } else {
+                0.0
+            }
         );
         *self = Window::default();
         line

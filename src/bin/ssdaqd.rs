@@ -56,7 +56,12 @@ struct Cli {
     #[arg(long, default_value_t = 0)]
     run_number: u64,
     /// Log level: error, warn, info, debug or trace.
-    #[arg(short = 'V', long = "verbose", value_name = "LEVEL", default_value = "info")]
+    #[arg(
+        short = 'V',
+        long = "verbose",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
     verbose: tracing::Level,
     /// Receive backend.
     #[arg(long, value_enum, default_value_t = IoMode::Auto)]
@@ -100,13 +105,20 @@ struct Cli {
 }
 
 fn parse_cores(s: &str) -> Result<(usize, usize), String> {
-    let (a, b) = s.split_once(',').ok_or("expected two core numbers, e.g. 2,3")?;
-    let n = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("`{x}` is not a core number"));
+    let (a, b) = s
+        .split_once(',')
+        .ok_or("expected two core numbers, e.g. 2,3")?;
+    let n = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{x}` is not a core number"))
+    };
     Ok((n(a)?, n(b)?))
 }
 
 fn seconds(flag: &str, s: f64) -> Duration {
-    Duration::try_from_secs_f64(s).unwrap_or_else(|_| usage(&format!("{flag} must be a non-negative number of seconds")))
+    Duration::try_from_secs_f64(s)
+        .unwrap_or_else(|_| usage(&format!("{flag} must be a non-negative number of seconds")))
 }
 
 /// Exits like clap does for a bad flag: message and status 2.
@@ -129,10 +141,16 @@ fn config(cli: &Cli) -> DaemonConfig {
         usage(&e);
     }
     if let Some((a, b)) = cli.cores {
-        let ids: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+        let ids: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.id)
+            .collect();
         for c in [a, b] {
             if !ids.contains(&c) {
-                usage(&format!("--cores {a},{b}: there is no core {c} (this machine has cores {ids:?})"));
+                usage(&format!(
+                    "--cores {a},{b}: there is no core {c} (this machine has cores {ids:?})"
+                ));
             }
         }
     }
@@ -152,14 +170,19 @@ fn config(cli: &Cli) -> DaemonConfig {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(cli.verbose).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(cli.verbose)
+        .with_target(false)
+        .init();
     let cfg = config(&cli);
     let duration = cli.duration.map(|s| seconds("--duration", s));
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while shutting down exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).expect("installing a signal handler");
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .expect("installing a signal handler");
         signal_hook::flag::register(sig, stop.clone()).expect("installing a signal handler");
     }
     let daemon = match Daemon::start(cfg, stop.clone()) {
@@ -202,7 +225,9 @@ impl Demo {
             modules: 32,
             ..Default::default()
         };
-        info!("demo: simulating 32 modules from 127.0.0.100..131 → UDP 127.0.0.1:{port}; printing every 25th event");
+        info!(
+            "demo: simulating 32 modules from 127.0.0.100..131 → UDP 127.0.0.1:{port}; printing every 25th event"
+        );
         let s = stop.clone();
         let sim = std::thread::spawn(move || match ssdaq::sim::run(&sim_cfg, &s) {
             Ok(stats) => info!("demo camera: {stats}"),
@@ -227,14 +252,18 @@ fn print_events(endpoint: &str, stop: &AtomicBool) {
         Err(e) => return error!("demo listener: {e}"),
     };
     while !stop.load(Ordering::Relaxed) {
-        let Ok(Some(ev)) = l.recv(Duration::from_millis(100)) else { continue };
+        let Ok(Some(ev)) = l.recv(Duration::from_millis(100)) else {
+            continue;
+        };
         let v = ev.view();
         if v.number() % 25 != 1 {
             continue;
         }
         let present = v.present_mask();
         let row = v.row(0);
-        let (lo, hi) = row.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = row
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
         println!(
             "event {:>7}  ts {}  modules {:>2}/32 [{}]  module 0: mean {:7.2} mV, range {:.2}..{:.2}",
             v.number(),
@@ -248,5 +277,9 @@ fn print_events(endpoint: &str, stop: &AtomicBool) {
     }
     // Drain what the daemon flushed on the way out.
     while let Ok(Some(_)) = l.recv(Duration::from_millis(200)) {}
-    println!("demo listener: received {} events, missed {}", l.received(), l.missed());
+    println!(
+        "demo listener: received {} events, missed {}",
+        l.received(),
+        l.missed()
+    );
 }
