@@ -397,7 +397,11 @@ impl Daemon {
         let pool = PacketPool::new(cfg.buffers);
         let receiver = Receiver::new(socket, pool.clone(), cfg.io).map_err(StartError::Io)?;
         let backend = receiver.backend();
-        let listen = cfg.listen;
+        // The port really bound (`-l 0` picks a free one).
+        let listen = match receiver.local_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => a,
+            _ => cfg.listen,
+        };
         let now = clock::now_ns();
         let asm = Assembly {
             builder: Builder::new(cfg.builder.clone()),

@@ -4,6 +4,7 @@
 //! SIGINT/SIGTERM (or `--duration`), print the summary. `--demo` feeds it
 //! from an in-process simulated 32-module camera and prints events.
 
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -172,6 +173,7 @@ fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(cli.verbose)
         .with_target(false)
         .init();

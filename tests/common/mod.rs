@@ -1,0 +1,262 @@
+//! Shared harness of the integration tests: the real binaries on loopback.
+//!
+//! [`Ssdaqd::start`] runs the real `ssdaqd` on a free UDP port and a free
+//! publisher port, reads its log, and stops it with a real signal.
+//! [`Camera`] sends datagrams from the modules' real loopback source
+//! addresses (127.0.0.100+m). Subscribers are the library's `EventListener`.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use ssdaq::event::EventView;
+use ssdaq::listen::EventListener;
+use ssdaq::packet::module_addr;
+use ssdaq::sim;
+
+/// Generous bound for anything the tests wait for.
+pub const WAIT: Duration = Duration::from_secs(20);
+/// Seed of the simulated pixel values.
+pub const SEED: u64 = 7;
+/// Readout spacing of the test camera (the real rate's 4 ms).
+pub const SPACING: u64 = 4_000_000;
+/// First readout timestamp (on the 4 ms grid).
+pub const T0: u64 = 1_700_000_000_000_000_000;
+
+pub fn bin(name: &str) -> PathBuf {
+    let ssdaqd = PathBuf::from(env!("CARGO_BIN_EXE_ssdaqd"));
+    let p = ssdaqd.with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` (or `cargo test --workspace`)",
+        p.display()
+    );
+    p
+}
+
+/// A running `ssdaqd`.
+pub struct Ssdaqd {
+    child: Child,
+    lines: Receiver<String>,
+    pub log: Vec<String>,
+    pub port: u16,
+    pub endpoint: String,
+}
+
+impl Ssdaqd {
+    /// Starts ssdaqd with `args` on free ports and waits until it listens.
+    pub fn start(args: &[&str]) -> Ssdaqd {
+        let mut cmd = Command::new(bin("ssdaqd"));
+        cmd.args(["-l", "0", "--pub", "tcp://127.0.0.1:*", "--status", "0"])
+            .args(args);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssdaqd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Ssdaqd {
+            child,
+            lines,
+            log: Vec::new(),
+            port: 0,
+            endpoint: String::new(),
+        };
+        let line = d.wait_for("listening on UDP");
+        let addr = line
+            .split("listening on UDP ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        d.port = addr.parse::<SocketAddr>().unwrap().port();
+        d.endpoint = line.rsplit(" on ").next().unwrap().trim().to_string();
+        d
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "ssdaqd ended before logging {needle:?}; log:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// A subscriber connected before anything is sent (waits until the
+    /// daemon has seen its subscription, so no event can be missed).
+    pub fn subscribe(&mut self) -> EventListener {
+        let l = EventListener::connect(&self.endpoint).unwrap();
+        self.wait_for("subscriber joined");
+        l
+    }
+
+    /// Sends a signal and waits for exit; returns status and the whole log.
+    pub fn stop_with(self, signal: i32) -> (ExitStatus, String) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.finish()
+    }
+
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Waits for the process to end by itself.
+    pub fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "ssdaqd did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.log.push(l);
+        }
+        (status, self.log.join("\n"))
+    }
+}
+
+impl Drop for Ssdaqd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The camera's modules, each a UDP socket on its own source address.
+pub struct Camera {
+    socks: Vec<UdpSocket>,
+    target: SocketAddr,
+}
+
+impl Camera {
+    pub fn new(modules: u8, port: u16) -> Camera {
+        let socks = (0..modules)
+            .map(|m| {
+                UdpSocket::bind((module_addr(Ipv4Addr::LOCALHOST, m), 0))
+                    .expect("bind a module's source address")
+            })
+            .collect();
+        Camera {
+            socks,
+            target: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        }
+    }
+
+    /// Timestamps of readout `i` (0..10) of frame `f`.
+    pub fn ts(f: u64, i: u64) -> u64 {
+        T0 + (f * 10 + i) * SPACING
+    }
+
+    /// The datagram module `m` sends for frame `f`.
+    pub fn datagram(m: u8, f: u64) -> Vec<u8> {
+        let mut d = Vec::new();
+        sim::datagram(SEED, m, Self::ts(f, 0), SPACING, 10, &mut d);
+        d
+    }
+
+    /// Module `m` sends frame `f`.
+    pub fn send(&self, m: u8, f: u64) {
+        self.send_raw(m, &Self::datagram(m, f));
+    }
+
+    pub fn send_raw(&self, m: u8, bytes: &[u8]) {
+        self.socks[m as usize].send_to(bytes, self.target).unwrap();
+    }
+
+    /// Sends `bytes` from an arbitrary loopback source address.
+    pub fn send_from(&self, src: Ipv4Addr, bytes: &[u8]) {
+        let s = UdpSocket::bind((src, 0)).unwrap();
+        s.send_to(bytes, self.target).unwrap();
+    }
+}
+
+/// Receives exactly `n` events (panics on timeout), then checks none follow.
+pub fn receive(l: &mut EventListener, n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(n);
+    let deadline = Instant::now() + WAIT;
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "received {} of {n} events",
+            out.len()
+        );
+        if let Some(ev) = l.recv(Duration::from_millis(100)).unwrap() {
+            out.push(ev.bytes().to_vec());
+        }
+    }
+    out
+}
+
+/// Asserts that module `m` of `v` holds exactly the simulated readout at `ts`.
+pub fn assert_module(v: &EventView<'_>, m: u8, ts: u64) {
+    for p in 0..64 {
+        let want = ssdaq::event::adc_to_mv(sim::pixel_adc(SEED, m, p, ts));
+        assert_eq!(
+            v.mv(m as usize, p).to_bits(),
+            want.to_bits(),
+            "event {} module {m} pixel {p}",
+            v.number()
+        );
+    }
+    if let Some(t) = v.module_timestamps(m as usize) {
+        assert_eq!(
+            t,
+            (ts, sim::aux_ts(m, ts)),
+            "event {} module {m} timestamps",
+            v.number()
+        );
+    }
+}
+
+/// Asserts that module `m` is missing from `v`: NaN row, zero timestamps.
+pub fn assert_missing(v: &EventView<'_>, m: u8) {
+    assert!(
+        (0..64).all(|p| v.mv(m as usize, p).is_nan()),
+        "event {} module {m} should be NaN",
+        v.number()
+    );
+    if let Some(t) = v.module_timestamps(m as usize) {
+        assert_eq!(t, (0, 0), "event {} module {m} timestamps", v.number());
+    }
+}

@@ -1,0 +1,399 @@
+//! The live daemon end to end: real `ssdaqd`, real UDP from 32 loopback
+//! source addresses, real ZeroMQ subscribers.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use ssdaq::event::EventView;
+
+/// Sends `frames` frames from 32 modules, skipping `(module, frame)` pairs.
+fn send_frames(cam: &Camera, frames: u64, skip: &[(u8, u64)]) {
+    for f in 0..frames {
+        for m in 0..32u8 {
+            if !skip.contains(&(m, f)) {
+                cam.send(m, f);
+            }
+        }
+    }
+}
+
+#[test]
+fn sixty_datagrams_from_32_modules_become_600_exact_events() {
+    let mut d = Ssdaqd::start(&["--run-number", "42"]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(32, d.port);
+    send_frames(&cam, 60, &[]);
+    let events = receive(&mut sub, 600);
+    for (i, bytes) in events.iter().enumerate() {
+        let v = EventView::parse(bytes).unwrap();
+        let ts = Camera::ts(i as u64 / 10, i as u64 % 10);
+        assert_eq!(
+            (v.number(), v.run(), v.timestamp()),
+            (i as u64 + 1, Some(42), ts)
+        );
+        for m in 0..32 {
+            assert_module(&v, m, ts);
+        }
+    }
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(sub.missed(), 0);
+    assert!(
+        sub.recv(Duration::from_millis(300)).unwrap().is_none(),
+        "no event beyond the 600"
+    );
+    assert!(
+        log.contains(
+            "datagrams accepted 1920  readouts 19200  events 600 (complete 600, partial 0)"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_module_left_out_of_one_datagram_gives_ten_partial_events_with_that_row_nan() {
+    let mut d = Ssdaqd::start(&[]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(32, d.port);
+    send_frames(&cam, 60, &[(7, 30)]);
+    let events = receive(&mut sub, 600);
+    for (i, bytes) in events.iter().enumerate() {
+        let v = EventView::parse(bytes).unwrap();
+        let (f, r) = (i as u64 / 10, i as u64 % 10);
+        let ts = Camera::ts(f, r);
+        assert_eq!(v.timestamp(), ts, "events stay in timestamp order");
+        for m in 0..32 {
+            if f == 30 && m == 7 {
+                assert_missing(&v, m);
+            } else {
+                // Never mixed: every later event holds each module's own readout.
+                assert_module(&v, m, ts);
+            }
+        }
+    }
+    let (status, log) = d.stop();
+    assert!(status.success());
+    assert!(
+        log.contains("events 600 (complete 590, partial 10)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn malformed_and_foreign_datagrams_change_nothing_else() {
+    let mut d = Ssdaqd::start(&[]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(32, d.port);
+    for f in 0..60 {
+        for m in 0..32u8 {
+            let good = Camera::datagram(m, f);
+            if m == 3 {
+                cam.send_raw(m, &good[..143]); // one byte short of a readout
+                cam.send_raw(m, &[]); // empty
+                cam.send_raw(m, &good[..288 + 1]); // two readouts and a byte
+                let mut zero = good[..288].to_vec();
+                zero[..8].fill(0); // a zero timestamp
+                cam.send_raw(m, &zero);
+            }
+            if m == 9 {
+                cam.send_from(Ipv4Addr::new(127, 0, 0, 150), &good); // module 50: out of range
+                cam.send_from(Ipv4Addr::new(127, 0, 0, 99), &good); // module 99: out of range
+            }
+            cam.send(m, f);
+        }
+    }
+    let events = receive(&mut sub, 600);
+    for (i, bytes) in events.iter().enumerate() {
+        let v = EventView::parse(bytes).unwrap();
+        let ts = Camera::ts(i as u64 / 10, i as u64 % 10);
+        assert_eq!(v.number(), i as u64 + 1);
+        for m in 0..32 {
+            assert_module(&v, m, ts);
+        }
+    }
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert!(sub.recv(Duration::from_millis(300)).unwrap().is_none());
+    assert!(
+        log.contains("events 600 (complete 600, partial 0)"),
+        "{log}"
+    );
+    assert!(log.contains("dropped datagrams: empty 60 bad_length 120 truncated 0 unknown_source 120 bad_timestamp 60"), "{log}");
+    assert!(
+        log.contains("unknown source 127.0.0.150: 60 datagrams"),
+        "{log}"
+    );
+    assert!(
+        log.contains("unknown source 127.0.0.99: 60 datagrams"),
+        "{log}"
+    );
+    // Logged, but rate-limited: one line per cause, not one per datagram.
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("dropped a datagram"))
+        .count();
+    assert!(
+        (4..=8).contains(&lines),
+        "{lines} log lines for 360 bad datagrams:\n{log}"
+    );
+}
+
+#[test]
+fn relaxed_ip_folds_out_of_range_modules() {
+    let mut d = Ssdaqd::start(&["-r", "--modules", "18"]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(1, d.port);
+    // 127.0.0.150 is module 50, folded to 18.
+    let bytes = Camera::datagram(18, 0);
+    cam.send_from(Ipv4Addr::new(127, 0, 0, 150), &bytes);
+    let events = receive(&mut sub, 10);
+    let v = EventView::parse(&events[0]).unwrap();
+    assert_module(&v, 18, Camera::ts(0, 0));
+    assert!(d.stop().0.success());
+}
+
+#[test]
+fn tm_ss_sim_with_32_modules_gives_only_complete_events() {
+    let mut d = Ssdaqd::start(&[]);
+    let mut sub = d.subscribe();
+    let sim = Command::new(bin("tm-ss-sim"))
+        .args([
+            &d.port.to_string(),
+            "localhost",
+            "--modules",
+            "32",
+            "--duration",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let mut n = 0;
+    let mut last_ts = 0;
+    while let Some(ev) = sub.recv(Duration::from_millis(500)).unwrap() {
+        let v = ev.view();
+        assert_eq!(
+            v.present_mask(),
+            u32::MAX,
+            "event {} is not complete",
+            v.number()
+        );
+        assert!(v.timestamp() > last_ts, "timestamp order");
+        last_ts = v.timestamp();
+        n += 1;
+    }
+    // 3 s at 25 datagrams/s of 10 readouts: about 750 events, all complete.
+    assert!((700..=800).contains(&n), "{n} events");
+    assert_eq!(sub.missed(), 0);
+    assert!(
+        log.contains(&format!("events {n} (complete {n}, partial 0)")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_camera_that_goes_quiet_is_flushed_on_the_wall_clock() {
+    let mut d = Ssdaqd::start(&["--modules", "0-31", "--timeout-ms", "50"]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(32, d.port);
+    send_frames(&cam, 1, &[(31, 0)]);
+    // Nothing else arrives: the 10 partial events come out on the wall clock.
+    let events = receive(&mut sub, 10);
+    for bytes in &events {
+        let v = EventView::parse(bytes).unwrap();
+        assert_missing(&v, 31);
+        assert_module(&v, 0, v.timestamp());
+    }
+    let (status, log) = d.stop();
+    assert!(status.success());
+    assert!(log.contains("expired 10"), "{log}");
+}
+
+#[test]
+fn sigterm_flushes_pending_events_and_exits_zero() {
+    let mut d = Ssdaqd::start(&[
+        "--modules",
+        "0-31",
+        "--timeout-ms",
+        "60000",
+        "--module-timeout",
+        "120",
+        "--max-jump",
+        "300",
+    ]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(32, d.port);
+    send_frames(&cam, 2, &[(31, 1)]);
+    let first = receive(&mut sub, 10); // frame 0 is complete
+    assert_eq!(
+        EventView::parse(&first[9]).unwrap().present_mask(),
+        u32::MAX
+    );
+    assert!(
+        sub.recv(Duration::from_millis(300)).unwrap().is_none(),
+        "frame 1 waits for module 31"
+    );
+    let (status, log) = d.stop_with(libc::SIGTERM);
+    assert!(status.success(), "{log}");
+    let tail = receive(&mut sub, 10);
+    for bytes in &tail {
+        assert_missing(&EventView::parse(bytes).unwrap(), 31);
+    }
+    assert!(log.contains("flushed 10"), "{log}");
+    assert!(
+        log.contains("latency from datagram arrival"),
+        "the summary is printed:\n{log}"
+    );
+}
+
+#[test]
+fn format_v2_publishes_ssreadout_messages() {
+    let mut d = Ssdaqd::start(&["--format", "v2", "--modules", "0-1"]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(2, d.port);
+    cam.send(0, 0);
+    cam.send(1, 0);
+    let events = receive(&mut sub, 10);
+    for (i, bytes) in events.iter().enumerate() {
+        assert_eq!(bytes.len(), 16_416);
+        let v = EventView::parse(bytes).unwrap();
+        assert_eq!(
+            (v.number(), v.run(), v.timestamp()),
+            (i as u64 + 1, None, Camera::ts(0, i as u64))
+        );
+        assert_module(&v, 1, v.timestamp());
+    }
+    // cpu_time is the arrival time: within the last minute.
+    let cpu_s = u64::from_le_bytes(events[0][16..24].try_into().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now - cpu_s < 60, "cpu_time_s {cpu_s} vs now {now}");
+    assert!(d.stop().0.success());
+}
+
+#[test]
+fn both_receive_backends_build_the_same_events() {
+    let mut streams = Vec::new();
+    for io in ["uring", "recvmmsg"] {
+        let mut d = Ssdaqd::start(&["--io", io, "--modules", "0-31"]);
+        assert!(
+            d.log[0].contains(if io == "uring" {
+                "(io_uring,"
+            } else {
+                "(recvmmsg,"
+            }),
+            "{}",
+            d.log[0]
+        );
+        let mut sub = d.subscribe();
+        let cam = Camera::new(32, d.port);
+        send_frames(&cam, 5, &[(2, 3)]);
+        streams.push(receive(&mut sub, 50));
+        assert!(d.stop().0.success());
+    }
+    assert!(
+        streams[0] == streams[1],
+        "io_uring and recvmmsg streams differ"
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    for args in [
+        &["--bogus"][..],
+        &["--cores", "0,999"],
+        &["--cores", "x"],
+        &["--window-ns", "0"],
+        &["--modules", "40"],
+        &["--timeout-ms", "5000", "--module-timeout", "1"],
+        &["--format", "v3"],
+        &["-p", "1", "--pub", "tcp://127.0.0.1:1"],
+    ] {
+        let out = Command::new(bin("ssdaqd")).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("error:"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line_and_exit_1() {
+    let taken = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(bin("ssdaqd"))
+        .args(["-l", &port, "--pub", "tcp://127.0.0.1:*"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("ssdaqd: cannot listen on UDP 0.0.0.0:{port}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("Address in use") || err.contains("in use"),
+        "{err}"
+    );
+
+    let d = Ssdaqd::start(&[]);
+    let out = Command::new(bin("ssdaqd"))
+        .args(["-l", "0", "--pub", &d.endpoint])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "ssdaqd: cannot bind the publisher to {}",
+            d.endpoint
+        )),
+        "{err}"
+    );
+    let out = Command::new(bin("ssdaqd"))
+        .args(["-l", "0", "--pub", "nonsense://x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn the_demo_shows_events_flowing() {
+    let out = Command::new(bin("ssdaqd"))
+        .args([
+            "--demo",
+            "-l",
+            "0",
+            "--pub",
+            "tcp://127.0.0.1:*",
+            "--duration",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = stdout
+        .lines()
+        .filter(|l| l.starts_with("event ") && l.contains("modules 32/32"))
+        .count();
+    assert!(
+        lines >= 10,
+        "the demo printed {lines} complete events:\n{stdout}"
+    );
+}
