@@ -25,6 +25,7 @@ compile_error!("ssdaq assumes a little-endian host");
 
 pub mod builder;
 pub mod clock;
+pub mod dump;
 pub mod event;
 pub mod listen;
 pub mod metrics;

@@ -1,0 +1,1294 @@
+//! Raw dumps: every datagram the socket delivered, kept in a memory-mapped file.
+//!
+//! This module owns the dump format (docs/dump.md, version 1), its writer and
+//! its reader.
+//!
+//! **Format.** A 4096-byte file header (magic `SSDAQDMP`, version, creation
+//! time, the writing run's identity, and a `key=value` text block with the
+//! ssdaqd version, its command line and its builder settings), then records,
+//! each aligned to 8 bytes: a 32-byte [`RecordHeader`] (marker, CRC32,
+//! arrival ns, source IPv4 and port, flags, length) and the payload, zero
+//! padded. Little-endian. Readers cast both in place.
+//!
+//! **Writer.** [`DumpWriter::append`] runs on the receive core for every
+//! datagram, accepted or not: it copies the record into the mapping and
+//! nothing else — no syscall, no allocation, no lock. A helper thread keeps
+//! the file ahead of it: it preallocates the file in chunks with `fallocate`
+//! (so a full disk is an error up front, never a SIGBUS in the hot path),
+//! faults the next pages in (`MADV_POPULATE_WRITE`), flushes and drops the
+//! pages behind (`msync(MS_ASYNC)`, `MADV_DONTNEED`: memory stays bounded),
+//! prepares the next file of a rotated set, and closes finished files
+//! (truncated to their used length, `fsync`). Should the helper fall behind,
+//! a record is counted lost rather than the receive path waiting. On any
+//! write error the dump stops with one log line; receiving goes on.
+//!
+//! **Crash safety.** The mapping is `MAP_SHARED`: whatever was copied into it
+//! is in the page cache and survives `kill -9` of the process. A record's
+//! marker is written last, so a record torn by the kill reads as the end of
+//! the data; a torn or corrupt record is in any case caught by its CRC.
+//!
+//! **Reader.** [`Dump::open`] maps a file and iterates its records without
+//! copying ([`Dump::entries`]); corrupt regions are reported with their file
+//! offset and skipped to the next valid record. [`open_set`] reads several
+//! files (a rotated set, a directory) as one stream in recording order.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+use zerocopy::byteorder::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// First bytes of every dump file.
+pub const MAGIC: [u8; 8] = *b"SSDAQDMP";
+/// The format version this code writes and reads.
+pub const VERSION: u32 = 1;
+/// Bytes of the file header; records start here.
+pub const HEADER_LEN: usize = 4096;
+/// Marks the start of a record ("SSR1").
+pub const RECORD_MARKER: u32 = u32::from_le_bytes(*b"SSR1");
+/// Record flag: the kernel truncated the datagram to the receive buffer.
+pub const FLAG_TRUNCATED: u16 = 1;
+/// Largest payload a record may hold (a UDP datagram).
+pub const MAX_PAYLOAD: usize = 65_535;
+
+/// The fixed part of the file header.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct FileHeader {
+    pub magic: [u8; 8],
+    pub version: U32,
+    pub header_len: U32,
+    /// CLOCK_REALTIME ns when the file was created.
+    pub created_ns: U64,
+    /// The same for every file written by one ssdaqd run.
+    pub set_id: U64,
+    /// 0, 1, 2 … within the set.
+    pub file_index: U32,
+    /// Bytes of the `key=value` text that follows.
+    pub info_len: U32,
+}
+
+const FILE_HEADER_FIXED: usize = std::mem::size_of::<FileHeader>();
+const _: () = assert!(FILE_HEADER_FIXED == 40);
+
+/// The header of one record.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct RecordHeader {
+    /// [`RECORD_MARKER`]; written last.
+    pub marker: U32,
+    /// CRC32 of bytes 8..32 of this header and of the payload.
+    pub crc: U32,
+    /// CLOCK_REALTIME ns when ssdaqd took the datagram from the socket.
+    pub arrival_ns: U64,
+    /// Source IPv4 address, in network order.
+    pub src_ip: [u8; 4],
+    pub src_port: U16,
+    pub flags: U16,
+    pub len: U32,
+    pub reserved: U32,
+}
+
+/// Bytes of a record header.
+pub const RECORD_HEADER_LEN: usize = std::mem::size_of::<RecordHeader>();
+const _: () = assert!(RECORD_HEADER_LEN == 32);
+
+/// Bytes a record of `payload_len` occupies (header, payload, padding).
+#[inline]
+pub const fn record_len(payload_len: usize) -> usize {
+    RECORD_HEADER_LEN + payload_len.div_ceil(8) * 8
+}
+
+fn record_crc(h: &RecordHeader, payload: &[u8]) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&h.as_bytes()[8..]);
+    c.update(payload);
+    c.finalize()
+}
+
+// ───────────────────────────── writer ─────────────────────────────
+
+/// Where and how to dump.
+#[derive(Clone, Debug)]
+pub struct DumpConfig {
+    /// A file to create, or a directory to create the files in.
+    pub path: PathBuf,
+    /// Rotate to a new numbered file at this size.
+    pub max_file_size: u64,
+    /// Preallocate the file in steps of this many bytes.
+    pub chunk_size: u64,
+    /// `key=value` pairs stored in each file header (version, command line,
+    /// builder settings: what a replay needs to reproduce the run).
+    pub info: Vec<(String, String)>,
+}
+
+impl DumpConfig {
+    pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
+    pub const DEFAULT_CHUNK_SIZE: u64 = 64 << 20;
+}
+
+/// What the dump counted; shared with the status line.
+#[derive(Debug, Default)]
+pub struct DumpStats {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Records not written because the helper had not prepared space in time.
+    pub lost: AtomicU64,
+    /// Records not written because the dump had stopped on an error.
+    pub not_recorded: AtomicU64,
+    pub files: AtomicU64,
+    pub failed: AtomicBool,
+}
+
+impl DumpStats {
+    /// A snapshot for summaries.
+    pub fn snapshot(&self) -> DumpSummary {
+        DumpSummary {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+            not_recorded: self.not_recorded.load(Ordering::Relaxed),
+            files: self.files.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DumpSummary {
+    pub records: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub not_recorded: u64,
+    pub files: u64,
+    pub failed: bool,
+}
+
+impl std::fmt::Display for DumpSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} records, {} bytes in {} file(s); lost {}{}",
+            self.records,
+            self.bytes,
+            self.files,
+            self.lost,
+            if self.failed {
+                format!("; STOPPED on an error, {} not recorded", self.not_recorded)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// Pages are prepared ahead of the writer, and released behind it, in windows of this size.
+const WINDOW: usize = 4 << 20;
+
+/// A shared, writable mapping of a whole dump file (up to its maximum size).
+///
+/// Two threads use it at once, on disjoint byte ranges: the writer copies
+/// records into `[written, ready)`; the helper advises pages at and above
+/// `ready` (populate) and below `written - WINDOW` (flush, drop).
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this struct until drop; the
+// threads that share it touch disjoint ranges (see the struct doc), ordered
+// by the `ready`/`written` atomics of `DumpFile`.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(file: &File, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh MAP_SHARED mapping of our own file descriptor;
+        // nothing else refers to that address range.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn advise(&self, offset: usize, len: usize, advice: libc::c_int) -> io::Result<()> {
+        let len = len.min(self.len.saturating_sub(offset));
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside our live mapping (clamped above), and
+        // is one the writer does not touch (see the struct doc).
+        let rc = unsafe { libc::madvise(self.ptr.add(offset).cast(), len, advice) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn flush_async(&self, offset: usize, len: usize) -> io::Result<()> {
+        let len = len.min(self.len.saturating_sub(offset));
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: as for `advise`; msync only schedules write-back.
+        let rc = unsafe { libc::msync(self.ptr.add(offset).cast(), len, libc::MS_ASYNC) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range mapped in `new`; no reference into
+        // it outlives the Mapping (slices are only made transiently).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// One file of the dump, shared by the writer and the helper.
+struct DumpFile {
+    file: File,
+    path: PathBuf,
+    /// 0, 1, 2 … within the set.
+    index: u32,
+    map: Mapping,
+    /// Bytes preallocated (the file's size while being written).
+    allocated: AtomicUsize,
+    /// Bytes the writer may use: preallocated and faulted in.
+    ready: AtomicUsize,
+    /// Bytes written so far.
+    written: AtomicUsize,
+    /// Bytes flushed and dropped from memory behind the writer.
+    released: AtomicUsize,
+}
+
+/// Naming of the files of one run.
+#[derive(Clone, Debug)]
+struct Naming {
+    dir: PathBuf,
+    stem: String,
+    ext: String,
+}
+
+impl Naming {
+    fn new(path: &Path, created_ns: u64) -> Naming {
+        if path.is_dir() {
+            let secs = created_ns / 1_000_000_000;
+            return Naming {
+                dir: path.to_path_buf(),
+                stem: format!("ssdaq-{}", utc_stamp(secs)),
+                ext: "raw".into(),
+            };
+        }
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "dump".into());
+        let ext = path
+            .extension()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "raw".into());
+        Naming { dir, stem, ext }
+    }
+
+    /// File `index` of the set: `stem.raw`, `stem.0001.raw`, …
+    fn path(&self, index: u32) -> PathBuf {
+        if index == 0 {
+            self.dir.join(format!("{}.{}", self.stem, self.ext))
+        } else {
+            self.dir
+                .join(format!("{}.{index:04}.{}", self.stem, self.ext))
+        }
+    }
+}
+
+/// `YYYYmmddTHHMMSSZ` for Unix seconds (UTC), without a date library.
+fn utc_stamp(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Everything the helper needs to create files.
+struct Plan {
+    naming: Naming,
+    max_file_size: usize,
+    chunk_size: usize,
+    header: Vec<u8>,
+}
+
+impl Plan {
+    /// Creates file `index`: header written, first chunk allocated, first window ready.
+    fn create(&self, index: u32) -> io::Result<DumpFile> {
+        let path = self.naming.path(index);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    io::Error::new(
+                        e.kind(),
+                        format!("{} exists: refusing to overwrite a dump", path.display()),
+                    )
+                } else {
+                    io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+                }
+            })?;
+        let map = Mapping::new(&file, self.max_file_size)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot map {}: {e}", path.display())))?;
+        let f = DumpFile {
+            file,
+            path,
+            index,
+            map,
+            allocated: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
+            written: AtomicUsize::new(HEADER_LEN),
+            released: AtomicUsize::new(0),
+        };
+        let cleanup = |e: io::Error| {
+            let _ = std::fs::remove_file(&f.path);
+            e
+        };
+        allocate(&f, self.chunk_size.min(self.max_file_size)).map_err(cleanup)?;
+        let mut header = self.header.clone();
+        let fixed = FileHeader::mut_from_prefix(&mut header)
+            .expect("header buffer is large enough")
+            .0;
+        fixed.file_index = U32::new(index);
+        // SAFETY: the header range [0, HEADER_LEN) was just allocated, is
+        // inside the mapping, and no other thread uses this file yet.
+        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), f.map.ptr, HEADER_LEN) };
+        prepare_ahead(&f).map_err(cleanup)?;
+        Ok(f)
+    }
+}
+
+/// Extends the preallocation by one chunk (bounded by the mapping).
+fn allocate(f: &DumpFile, chunk: usize) -> io::Result<()> {
+    let from = f.allocated.load(Ordering::Relaxed);
+    let len = chunk.min(f.map.len - from);
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on our own descriptor; it only changes the file.
+    let rc = unsafe {
+        libc::fallocate(
+            f.file.as_raw_fd(),
+            0,
+            from as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot preallocate {}: {e}", f.path.display()),
+        ));
+    }
+    f.allocated.store(from + len, Ordering::Release);
+    Ok(())
+}
+
+/// Faults in pages ahead of the writer, up to two windows beyond what it wrote.
+fn prepare_ahead(f: &DumpFile) -> io::Result<()> {
+    let target =
+        (f.written.load(Ordering::Acquire) + 2 * WINDOW).min(f.allocated.load(Ordering::Acquire));
+    let mut ready = f.ready.load(Ordering::Relaxed);
+    while ready < target {
+        let len = (target - ready).min(WINDOW);
+        // Best effort: without it, the writer's first touch of a page faults instead.
+        let _ = f.map.advise(ready, len, libc::MADV_POPULATE_WRITE);
+        ready += len;
+        f.ready.store(ready, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Flushes and drops pages more than a window behind the writer.
+fn release_behind(f: &DumpFile) {
+    let upto = f.written.load(Ordering::Acquire).saturating_sub(WINDOW) / WINDOW * WINDOW;
+    let from = f.released.load(Ordering::Relaxed);
+    if upto > from {
+        let _ = f.map.flush_async(from, upto - from);
+        let _ = f.map.advise(from, upto - from, libc::MADV_DONTNEED);
+        f.released.store(upto, Ordering::Relaxed);
+    }
+}
+
+/// Closes a finished file: unmapped, truncated to its used length, synced.
+fn close(f: DumpFile) -> io::Result<(PathBuf, usize)> {
+    let used = f.written.load(Ordering::Acquire);
+    let (file, path) = (f.file, f.path);
+    drop(f.map);
+    file.set_len(used as u64)?;
+    file.sync_all()?;
+    Ok((path, used))
+}
+
+/// Messages from the writer to the helper.
+enum Request {
+    /// This file is full (or the run ended): close it.
+    Finish(Arc<DumpFile>),
+    /// The run ended: close up and exit.
+    Stop,
+}
+
+/// The writer, owned by the receive thread.
+pub struct DumpWriter {
+    current: Option<Arc<DumpFile>>,
+    next: Receiver<Arc<DumpFile>>,
+    requests: Sender<Request>,
+    helper: Option<JoinHandle<()>>,
+    helper_thread: thread::Thread,
+    stats: Arc<DumpStats>,
+    failed: Arc<AtomicBool>,
+    max_file_size: usize,
+}
+
+impl DumpWriter {
+    /// Creates the first file (an error here is one the operator must fix:
+    /// ssdaqd refuses to start) and starts the helper thread.
+    pub fn create(cfg: &DumpConfig, stats: Arc<DumpStats>) -> io::Result<DumpWriter> {
+        let created_ns = crate::clock::now_ns();
+        let mut info = String::new();
+        for (k, v) in &cfg.info {
+            info.push_str(&format!("{k}={}\n", v.replace('\n', " ")));
+        }
+        let max_file_size = (cfg.max_file_size as usize).max(HEADER_LEN + record_len(MAX_PAYLOAD));
+        let chunk_size = (cfg.chunk_size as usize).max(2 * WINDOW);
+        if info.len() > HEADER_LEN - FILE_HEADER_FIXED {
+            info.truncate(HEADER_LEN - FILE_HEADER_FIXED);
+        }
+        let mut header = vec![0u8; HEADER_LEN];
+        let fixed = FileHeader {
+            magic: MAGIC,
+            version: U32::new(VERSION),
+            header_len: U32::new(HEADER_LEN as u32),
+            created_ns: U64::new(created_ns),
+            set_id: U64::new(created_ns ^ ((std::process::id() as u64) << 32)),
+            file_index: U32::new(0),
+            info_len: U32::new(info.len() as u32),
+        };
+        header[..FILE_HEADER_FIXED].copy_from_slice(fixed.as_bytes());
+        header[FILE_HEADER_FIXED..FILE_HEADER_FIXED + info.len()].copy_from_slice(info.as_bytes());
+        let plan = Plan {
+            naming: Naming::new(&cfg.path, created_ns),
+            max_file_size,
+            chunk_size,
+            header,
+        };
+        let first = Arc::new(plan.create(0)?);
+        stats.files.store(1, Ordering::Relaxed);
+        info!("dumping every datagram to {}", first.path.display());
+        let (requests, req_rx) = channel();
+        let (next_tx, next) = channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let (h_first, h_stats, h_failed) = (first.clone(), stats.clone(), failed.clone());
+        let helper = thread::Builder::new()
+            .name("ssdaq-dump".into())
+            .spawn(move || helper(plan, h_first, req_rx, next_tx, h_stats, h_failed))?;
+        let helper_thread = helper.thread().clone();
+        Ok(DumpWriter {
+            current: Some(first),
+            next,
+            requests,
+            helper: Some(helper),
+            helper_thread,
+            stats,
+            failed,
+            max_file_size,
+        })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> Option<&Path> {
+        self.current.as_deref().map(|f| f.path.as_path())
+    }
+
+    /// Records one datagram. Never blocks, never allocates, no syscall.
+    #[inline]
+    pub fn append(&mut self, arrival_ns: u64, src: SocketAddrV4, truncated: bool, payload: &[u8]) {
+        if self.failed.load(Ordering::Relaxed) {
+            self.stats.not_recorded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let payload = &payload[..payload.len().min(MAX_PAYLOAD)];
+        let need = record_len(payload.len());
+        let f = match &self.current {
+            Some(f) if f.written.load(Ordering::Relaxed) + need <= self.max_file_size => f,
+            _ => match self.rotate() {
+                Some(f) => f,
+                None => {
+                    self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+        };
+        let pos = f.written.load(Ordering::Relaxed);
+        if pos + need > f.ready.load(Ordering::Acquire) {
+            // The helper has not prepared this space yet: lose the record
+            // rather than wait in the receive path.
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            self.helper_thread.unpark();
+            return;
+        }
+        // SAFETY: [pos, pos + need) lies below `ready`, so it is allocated and
+        // inside the live mapping, and only this thread writes at or above
+        // `written` (the helper works above `ready` and below `released`).
+        let rec = unsafe { std::slice::from_raw_parts_mut(f.map.ptr.add(pos), need) };
+        let (head, body) = rec.split_at_mut(RECORD_HEADER_LEN);
+        body[..payload.len()].copy_from_slice(payload);
+        let mut h = RecordHeader {
+            marker: U32::ZERO,
+            crc: U32::ZERO,
+            arrival_ns: U64::new(arrival_ns),
+            src_ip: src.ip().octets(),
+            src_port: U16::new(src.port()),
+            flags: U16::new(if truncated { FLAG_TRUNCATED } else { 0 }),
+            len: U32::new(payload.len() as u32),
+            reserved: U32::ZERO,
+        };
+        h.crc = U32::new(record_crc(&h, payload));
+        head[4..].copy_from_slice(&h.as_bytes()[4..]);
+        // The marker goes last: a record cut short by a crash has none.
+        std::sync::atomic::fence(Ordering::Release);
+        head[..4].copy_from_slice(&RECORD_MARKER.to_le_bytes());
+        f.written.store(pos + need, Ordering::Release);
+        self.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(need as u64, Ordering::Relaxed);
+        if (pos + need) / WINDOW != pos / WINDOW {
+            self.helper_thread.unpark();
+        }
+    }
+
+    /// Switches to the next file of the set, if the helper has it ready.
+    fn rotate(&mut self) -> Option<&Arc<DumpFile>> {
+        let next = match self.next.try_recv() {
+            Ok(n) => n,
+            Err(TryRecvError::Empty) => {
+                self.helper_thread.unpark();
+                return None;
+            }
+            Err(TryRecvError::Disconnected) => return None,
+        };
+        if let Some(old) = self.current.take() {
+            let _ = self.requests.send(Request::Finish(old));
+        }
+        self.current = Some(next);
+        self.helper_thread.unpark();
+        self.current.as_ref()
+    }
+
+    /// Closes the dump: the last file truncated to its length and synced.
+    pub fn finish(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(f) = self.current.take() {
+            let _ = self.requests.send(Request::Finish(f));
+        }
+        let _ = self.requests.send(Request::Stop);
+        self.helper_thread.unpark();
+        if let Some(h) = self.helper.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for DumpWriter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The helper thread: keeps space ready ahead of the writer, releases
+/// memory behind it, prepares the next file of the set and closes full ones.
+fn helper(
+    plan: Plan,
+    first: Arc<DumpFile>,
+    requests: Receiver<Request>,
+    next_tx: Sender<Arc<DumpFile>>,
+    stats: Arc<DumpStats>,
+    failed: Arc<AtomicBool>,
+) {
+    let fail = |what: String| {
+        if !failed.swap(true, Ordering::Relaxed) {
+            stats.failed.store(true, Ordering::Relaxed);
+            error!("dump stopped: {what}; receiving, building and publishing go on");
+        }
+    };
+    // The file the writer is filling, and the one made ready for it next.
+    let mut current = Some(first);
+    let mut prepared: Option<Arc<DumpFile>> = None;
+    let mut next_index = 1;
+    'run: loop {
+        loop {
+            match requests.try_recv() {
+                Ok(Request::Finish(f)) => {
+                    if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &f)) {
+                        // The writer moved on to the prepared file (or stopped).
+                        current = prepared.take();
+                    }
+                    close_file(f);
+                }
+                Ok(Request::Stop) | Err(TryRecvError::Disconnected) => break 'run,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if let (Some(f), false) = (&current, failed.load(Ordering::Relaxed)) {
+            let written = f.written.load(Ordering::Acquire);
+            let allocated = f.allocated.load(Ordering::Relaxed);
+            if allocated < written + plan.chunk_size / 2 && allocated < f.map.len {
+                if let Err(e) = allocate(f, plan.chunk_size) {
+                    fail(e.to_string());
+                }
+            }
+            let _ = prepare_ahead(f);
+            release_behind(f);
+            // Have the next file ready well before this one is full.
+            let near_end = written + 2 * plan.chunk_size.min(f.map.len / 2) >= f.map.len;
+            if prepared.is_none() && near_end {
+                match plan.create(next_index) {
+                    Ok(n) => {
+                        let n = Arc::new(n);
+                        next_index += 1;
+                        stats.files.fetch_add(1, Ordering::Relaxed);
+                        prepared = Some(n.clone());
+                        let _ = next_tx.send(n);
+                    }
+                    Err(e) => fail(e.to_string()),
+                }
+            }
+        }
+        thread::park_timeout(Duration::from_millis(200));
+    }
+    while let Ok(Request::Finish(f)) = requests.try_recv() {
+        close_file(f);
+    }
+    // What is left is a next file made ready but never written to: remove
+    // it. The writer has stopped; it may still hold the mapping, which goes
+    // when the writer drops (unlinking a mapped file is fine).
+    for f in [current, prepared].into_iter().flatten() {
+        if f.index > 0 && f.written.load(Ordering::Acquire) == HEADER_LEN {
+            let _ = std::fs::remove_file(&f.path);
+            stats.files.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            close_file(f);
+        }
+    }
+}
+
+/// Closes a file the writer has handed back (it holds no reference to it).
+fn close_file(f: Arc<DumpFile>) {
+    match Arc::try_unwrap(f) {
+        Ok(file) => match close(file) {
+            Ok((path, used)) => info!("dump file {} closed: {used} bytes", path.display()),
+            Err(e) => warn!("closing a dump file: {e}"),
+        },
+        // Cannot happen (see `DumpWriter::shutdown`); the mapping still goes
+        // with the last reference, the file keeps its preallocated size.
+        Err(f) => warn!(
+            "dump file {} left at its preallocated size",
+            f.path.display()
+        ),
+    }
+}
+
+// ───────────────────────────── reader ─────────────────────────────
+
+/// Why a dump cannot be read.
+#[derive(Debug)]
+pub enum DumpError {
+    Io { path: PathBuf, source: io::Error },
+    Empty { path: PathBuf },
+    NotADump { path: PathBuf },
+    UnknownVersion { path: PathBuf, version: u32 },
+    BadHeader { path: PathBuf, what: &'static str },
+}
+
+impl std::fmt::Display for DumpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DumpError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            DumpError::Empty { path } => write!(f, "{}: empty file, not a dump", path.display()),
+            DumpError::NotADump { path } => {
+                write!(
+                    f,
+                    "{}: not an ssdaq dump (no SSDAQDMP magic at offset 0)",
+                    path.display()
+                )
+            }
+            DumpError::UnknownVersion { path, version } => write!(
+                f,
+                "{}: dump format version {version} at offset 8; this ssdaq reads version {VERSION}",
+                path.display()
+            ),
+            DumpError::BadHeader { path, what } => {
+                write!(f, "{}: damaged file header: {what}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DumpError {}
+
+/// The header of an open dump.
+#[derive(Clone, Debug)]
+pub struct DumpInfo {
+    pub version: u32,
+    pub created_ns: u64,
+    pub set_id: u64,
+    pub file_index: u32,
+    /// The `key=value` lines written by ssdaqd.
+    pub info: Vec<(String, String)>,
+}
+
+impl DumpInfo {
+    /// The value of `key` in the header text.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.info
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One recorded datagram, borrowed from the mapping.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    /// Offset of the record in its file.
+    pub offset: u64,
+    pub arrival_ns: u64,
+    pub src: SocketAddrV4,
+    pub truncated: bool,
+    pub payload: &'a [u8],
+}
+
+/// What iterating a dump yields.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry<'a> {
+    Record(Record<'a>),
+    /// Bytes at `offset` that are no valid record (`len` bytes skipped to
+    /// the next valid one, or to the end).
+    Corrupt {
+        offset: u64,
+        len: u64,
+    },
+    /// The data ends at `offset` before the end of the file (the writer was
+    /// killed: the rest is preallocated, unused space).
+    Unfinished {
+        offset: u64,
+        file_len: u64,
+    },
+}
+
+/// An open dump file.
+pub struct Dump {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    info: DumpInfo,
+}
+
+/// Windows in which a reader maps pages in ahead and drops them behind.
+const READ_WINDOW: usize = 16 << 20;
+
+impl Dump {
+    /// Opens and checks a dump file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Dump, DumpError> {
+        let path = path.as_ref().to_path_buf();
+        let io_err = |source| DumpError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        if len == 0 {
+            return Err(DumpError::Empty { path });
+        }
+        // SAFETY: a read-only mapping; the file is not modified while we read
+        // it (a dump being written by a live ssdaqd only grows past what it
+        // has written, which we do not trust until its CRC checks out).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
+        let Ok((h, rest)) = FileHeader::ref_from_prefix(&map[..]) else {
+            return Err(DumpError::NotADump { path });
+        };
+        if h.magic != MAGIC {
+            return Err(DumpError::NotADump { path });
+        }
+        if h.version.get() != VERSION {
+            return Err(DumpError::UnknownVersion {
+                path,
+                version: h.version.get(),
+            });
+        }
+        if h.header_len.get() as usize != HEADER_LEN || map.len() < HEADER_LEN {
+            return Err(DumpError::BadHeader {
+                path,
+                what: "header shorter than 4096 bytes",
+            });
+        }
+        let text_len = (h.info_len.get() as usize).min(HEADER_LEN - FILE_HEADER_FIXED);
+        let text = String::from_utf8_lossy(&rest[..text_len]);
+        let info = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let info = DumpInfo {
+            version: h.version.get(),
+            created_ns: h.created_ns.get(),
+            set_id: h.set_id.get(),
+            file_index: h.file_index.get(),
+            info,
+        };
+        Ok(Dump { path, map, info })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn info(&self) -> &DumpInfo {
+        &self.info
+    }
+
+    /// Bytes of the file.
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.len() <= HEADER_LEN
+    }
+
+    /// Iterates the records in file order.
+    pub fn entries(&self) -> Entries<'_> {
+        Entries {
+            dump: self,
+            pos: HEADER_LEN,
+            window_end: 0,
+            done: false,
+        }
+    }
+
+    /// The record at `pos`, if a valid one starts there.
+    fn record_at(&self, pos: usize) -> Option<Record<'_>> {
+        let (h, rest) = RecordHeader::ref_from_prefix(self.map.get(pos..)?).ok()?;
+        if h.marker.get() != RECORD_MARKER {
+            return None;
+        }
+        let len = h.len.get() as usize;
+        if len > MAX_PAYLOAD || rest.len() < len {
+            return None;
+        }
+        let payload = &rest[..len];
+        if record_crc(h, payload) != h.crc.get() {
+            return None;
+        }
+        Some(Record {
+            offset: pos as u64,
+            arrival_ns: h.arrival_ns.get(),
+            src: SocketAddrV4::new(Ipv4Addr::from(h.src_ip), h.src_port.get()),
+            truncated: h.flags.get() & FLAG_TRUNCATED != 0,
+            payload,
+        })
+    }
+}
+
+/// Iterator over a dump's entries (see [`Entry`]).
+pub struct Entries<'a> {
+    dump: &'a Dump,
+    pos: usize,
+    window_end: usize,
+    done: bool,
+}
+
+impl<'a> Entries<'a> {
+    /// Keeps only a window of the file mapped in: memory does not grow with
+    /// the dump's size, and pages arrive in large batches instead of faults.
+    fn slide_window(&mut self) {
+        if self.pos < self.window_end {
+            return;
+        }
+        let map = &self.dump.map;
+        let start = self.pos / READ_WINDOW * READ_WINDOW;
+        if start >= READ_WINDOW {
+            // SAFETY: MADV_DONTNEED on a read-only shared file mapping only
+            // drops page-table entries; the data is re-read from the file if
+            // touched again, so no reference sees different bytes.
+            unsafe {
+                let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, start);
+            }
+        }
+        let len = READ_WINDOW.min(map.len() - start);
+        let _ = map.advise_range(memmap2::Advice::PopulateRead, start, len);
+        self.window_end = start + len;
+    }
+
+    /// The next offset, at or after `from`, where a valid record starts.
+    fn resync(&self, from: usize) -> Option<usize> {
+        let map = &self.dump.map;
+        let marker = RECORD_MARKER.to_le_bytes();
+        let mut p = from.next_multiple_of(8);
+        while p + RECORD_HEADER_LEN <= map.len() {
+            if map[p..p + 4] == marker && self.dump.record_at(p).is_some() {
+                return Some(p);
+            }
+            p += 8;
+        }
+        None
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        if self.done {
+            return None;
+        }
+        self.slide_window();
+        let dump = self.dump;
+        let len = dump.map.len();
+        if self.pos >= len {
+            self.done = true;
+            return None;
+        }
+        if let Some(r) = dump.record_at(self.pos) {
+            self.pos += record_len(r.payload.len());
+            return Some(Entry::Record(r));
+        }
+        let at = self.pos;
+        match self.resync(at + 8) {
+            Some(next) => {
+                self.pos = next;
+                Some(Entry::Corrupt {
+                    offset: at as u64,
+                    len: (next - at) as u64,
+                })
+            }
+            None => {
+                self.done = true;
+                // Nothing valid follows. All zeros: the unused tail of a file
+                // whose writer was killed. Anything else: corruption.
+                if dump.map[at..].iter().all(|&b| b == 0) {
+                    Some(Entry::Unfinished {
+                        offset: at as u64,
+                        file_len: len as u64,
+                    })
+                } else {
+                    Some(Entry::Corrupt {
+                        offset: at as u64,
+                        len: (len - at) as u64,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Opens the dumps named by `paths` as one stream in recording order.
+///
+/// A directory stands for the `.raw` files in it. A single file stands for
+/// itself and the later files of its rotated set (`x.raw`, `x.0001.raw`, …).
+/// Files that cannot be opened are returned as errors beside the rest.
+pub fn open_set(paths: &[PathBuf]) -> (Vec<Dump>, Vec<DumpError>) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            match std::fs::read_dir(p) {
+                Ok(rd) => {
+                    let mut v: Vec<PathBuf> = rd
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "raw"))
+                        .collect();
+                    v.sort();
+                    files.extend(v);
+                }
+                Err(e) => files.push(p.join(format!("<{e}>"))),
+            }
+        } else {
+            files.push(p.clone());
+            if paths.len() == 1 {
+                let naming = Naming::new(p, 0);
+                if naming.path(0) == *p {
+                    files.extend((1..).map(|i| naming.path(i)).take_while(|q| q.exists()));
+                }
+            }
+        }
+    }
+    files.dedup();
+    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+    for f in files {
+        match Dump::open(&f) {
+            Ok(d) => ok.push(d),
+            Err(e) => bad.push(e),
+        }
+    }
+    ok.sort_by_key(|d| (d.info.created_ns, d.info.set_id, d.info.file_index));
+    (ok, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ssdaq-dump-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn cfg(path: PathBuf) -> DumpConfig {
+        DumpConfig {
+            path,
+            max_file_size: DumpConfig::DEFAULT_MAX_FILE_SIZE,
+            chunk_size: 8 << 20,
+            info: vec![
+                ("ssdaqd_version".into(), "test".into()),
+                ("window_ns".into(), "10000".into()),
+            ],
+        }
+    }
+
+    fn payload(i: u32) -> Vec<u8> {
+        (0..(i % 50) * 29 + 1).map(|b| (b ^ i) as u8).collect()
+    }
+
+    fn src(i: u32) -> SocketAddrV4 {
+        SocketAddrV4::new(
+            Ipv4Addr::new(127, 0, 0, 100 + (i % 32) as u8),
+            40_000 + (i % 20_000) as u16,
+        )
+    }
+
+    fn write(c: &DumpConfig, n: u32) -> Arc<DumpStats> {
+        let stats = Arc::new(DumpStats::default());
+        let mut w = DumpWriter::create(c, stats.clone()).unwrap();
+        for i in 0..n {
+            w.append(1_000 + i as u64, src(i), i % 7 == 0, &payload(i));
+        }
+        w.finish();
+        stats
+    }
+
+    fn records(d: &Dump) -> Vec<(u64, SocketAddrV4, bool, Vec<u8>)> {
+        d.entries()
+            .map(|e| match e {
+                Entry::Record(r) => (r.arrival_ns, r.src, r.truncated, r.payload.to_vec()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_record_written_is_read_back_exactly_and_the_file_is_trimmed() {
+        let dir = tmpdir("roundtrip");
+        let stats = write(&cfg(dir.join("run.raw")), 10_000);
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.records, s.lost, s.files, s.failed),
+            (10_000, 0, 1, false)
+        );
+        let d = Dump::open(dir.join("run.raw")).unwrap();
+        assert_eq!(d.info().get("window_ns"), Some("10000"));
+        assert_eq!(
+            d.len(),
+            HEADER_LEN as u64 + s.bytes,
+            "truncated to its used length"
+        );
+        let recs = records(&d);
+        assert_eq!(recs.len(), 10_000);
+        for (i, r) in recs.iter().enumerate() {
+            let i = i as u32;
+            assert_eq!(r, &(1_000 + i as u64, src(i), i % 7 == 0, payload(i)));
+        }
+    }
+
+    #[test]
+    fn a_directory_gets_a_timestamped_file_and_an_existing_file_is_never_overwritten() {
+        let dir = tmpdir("naming");
+        write(&cfg(dir.clone()), 3);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+        let name = names[0].to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("ssdaq-20") && name.ends_with("Z.raw"),
+            "{name}"
+        );
+        let existing = dir.join(&name);
+        let e = DumpWriter::create(&cfg(existing), Arc::new(DumpStats::default()))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("refusing to overwrite"), "{e}");
+        let e = DumpWriter::create(
+            &cfg(dir.join("no/such/dir/x.raw")),
+            Arc::new(DumpStats::default()),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("cannot create"), "{e}");
+    }
+
+    #[test]
+    fn rotation_makes_numbered_files_read_back_as_one_stream() {
+        let dir = tmpdir("rotate");
+        let mut c = cfg(dir.join("run.raw"));
+        c.max_file_size = 12 << 20;
+        let n = 30_000;
+        let stats = write(&c, n);
+        let s = stats.snapshot();
+        assert_eq!(s.lost, 0);
+        assert!(s.files >= 2, "{s:?}");
+        assert!(dir.join("run.0001.raw").exists());
+        let (dumps, errors) = open_set(&[dir.join("run.raw")]);
+        assert!(errors.is_empty());
+        assert_eq!(dumps.len() as u64, s.files);
+        let all: Vec<_> = dumps.iter().flat_map(records).collect();
+        assert_eq!(all.len(), n as usize);
+        assert!(
+            all.iter().enumerate().all(|(i, r)| r.0 == 1_000 + i as u64),
+            "in order across files"
+        );
+        let (from_dir, _) = open_set(std::slice::from_ref(&dir));
+        assert_eq!(from_dir.len(), dumps.len());
+    }
+
+    #[test]
+    fn corruption_is_reported_with_its_offset_and_reading_goes_on() {
+        let dir = tmpdir("corrupt");
+        let path = dir.join("run.raw");
+        write(&cfg(path.clone()), 100);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let third = HEADER_LEN + record_len(payload(0).len()) + record_len(payload(1).len());
+        bytes[third + 40] ^= 0xFF; // inside the third record's payload
+        std::fs::write(&path, &bytes).unwrap();
+        let d = Dump::open(&path).unwrap();
+        let entries: Vec<_> = d.entries().collect();
+        let corrupt: Vec<_> = entries
+            .iter()
+            .filter_map(|e| {
+                if let Entry::Corrupt { offset, .. } = e {
+                    Some(*offset)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(corrupt, vec![third as u64]);
+        let n = entries
+            .iter()
+            .filter(|e| matches!(e, Entry::Record(_)))
+            .count();
+        assert_eq!(n, 99, "only the damaged record is skipped");
+    }
+
+    #[test]
+    fn a_torn_tail_is_reported_never_returned_as_data() {
+        let dir = tmpdir("torn");
+        let path = dir.join("run.raw");
+        write(&cfg(path.clone()), 10);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let full = bytes.len();
+        bytes.truncate(full - 5); // the last record cut short
+        bytes.extend(std::iter::repeat_n(0u8, 1 << 16)); // preallocated zeros after it
+        std::fs::write(&path, &bytes).unwrap();
+        let d = Dump::open(&path).unwrap();
+        let entries: Vec<_> = d.entries().collect();
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| matches!(e, Entry::Record(_)))
+                .count(),
+            9
+        );
+        assert!(matches!(
+            entries.last(),
+            Some(Entry::Corrupt { .. }) | Some(Entry::Unfinished { .. })
+        ));
+    }
+
+    #[test]
+    fn files_that_are_no_dump_get_a_clear_error() {
+        let dir = tmpdir("bad");
+        let empty = dir.join("empty.raw");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(Dump::open(&empty), Err(DumpError::Empty { .. })));
+        let text = dir.join("text.raw");
+        std::fs::write(&text, b"hello, this is not a dump at all").unwrap();
+        let e = Dump::open(&text).err().unwrap();
+        assert!(e.to_string().contains("not an ssdaq dump"), "{e}");
+        let mut v2 = vec![0u8; HEADER_LEN];
+        v2[..8].copy_from_slice(&MAGIC);
+        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let future = dir.join("future.raw");
+        std::fs::write(&future, &v2).unwrap();
+        let e = Dump::open(&future).err().unwrap();
+        assert!(e.to_string().contains("version 2"), "{e}");
+        let missing = Dump::open(dir.join("missing.raw")).err().unwrap();
+        assert!(missing.to_string().contains("missing.raw"), "{missing}");
+    }
+
+    #[test]
+    fn dates_in_file_names_are_utc() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(1_795_690_534), "20261126T105534Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+    }
+}
