@@ -134,6 +134,49 @@ impl BuilderConfig {
     }
 }
 
+impl BuilderConfig {
+    /// The settings as `key=value` pairs (stored in raw dump headers, so a
+    /// replay can use exactly the settings of the run it replays).
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("window_ns", self.window_ns.to_string()),
+            ("timeout_ns", self.timeout_ns.to_string()),
+            ("module_timeout_ns", self.module_timeout_ns.to_string()),
+            (
+                "modules",
+                self.modules.map_or("learned".into(), format_module_set),
+            ),
+            ("relaxed_ip", self.relaxed_ip.to_string()),
+            ("run_number", self.run_number.to_string()),
+            ("slots", self.slots.to_string()),
+            ("max_jump_ns", self.max_jump_ns.to_string()),
+        ];
+        v.drain(..).map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// Sets the setting named `key` from its `to_pairs` form. Unknown keys
+    /// are not builder settings: `Ok(false)`.
+    pub fn set_pair(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{key}={v} is not a number"))
+        };
+        match key {
+            "window_ns" => self.window_ns = num(value)?,
+            "timeout_ns" => self.timeout_ns = num(value)?,
+            "module_timeout_ns" => self.module_timeout_ns = num(value)?,
+            "modules" if value == "learned" => self.modules = None,
+            "modules" => self.modules = Some(parse_module_set(value)?),
+            "relaxed_ip" => self.relaxed_ip = value == "true",
+            "run_number" => self.run_number = num(value)?,
+            "slots" => self.slots = num(value)? as usize,
+            "max_jump_ns" => self.max_jump_ns = num(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 /// Parses a module set such as `0-31`, `0,2,5-7` into a bit mask.
 pub fn parse_module_set(s: &str) -> Result<u32, String> {
     let mut mask = 0u32;
@@ -1480,6 +1523,23 @@ mod tests {
         assert_eq!(format_module_set(0b1110_0101), "0,2,5-7");
         assert_eq!(format_module_set(!(1 << 5)), "0-4,6-31");
         assert_eq!(format_module_set(0), "none");
+    }
+
+    #[test]
+    fn settings_survive_their_text_form() {
+        let c = BuilderConfig {
+            modules: Some(0b1011),
+            relaxed_ip: true,
+            run_number: 9,
+            ..Default::default()
+        };
+        let mut back = BuilderConfig::default();
+        for (k, v) in c.to_pairs() {
+            assert_eq!(back.set_pair(&k, &v), Ok(true));
+        }
+        assert_eq!(back, c);
+        assert_eq!(back.set_pair("format", "v1"), Ok(false));
+        assert!(back.set_pair("window_ns", "x").is_err());
     }
 
     #[test]

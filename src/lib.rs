@@ -33,4 +33,5 @@ pub mod packet;
 pub mod pipeline;
 pub mod publish;
 pub mod recv;
+pub mod replay;
 pub mod sim;

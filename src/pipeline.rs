@@ -53,6 +53,7 @@ use crate::builder::{
     self, Builder, BuilderConfig, BuilderStats, Datagram, Event, EventSink, Outcome,
 };
 use crate::clock::{self, since};
+use crate::dump::{DumpConfig, DumpStats, DumpSummary, DumpWriter};
 use crate::event::Format;
 use crate::metrics::{BatchSizes, BatchSummary, Quantiles, RateLimit, StageLatency, human_ns};
 use crate::packet::Reject;
@@ -92,6 +93,8 @@ pub struct DaemonConfig {
     pub buffers: usize,
     /// Interval of the status line; zero for none.
     pub status_interval: Duration,
+    /// Record every datagram received in a raw dump.
+    pub dump: Option<DumpConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -107,6 +110,7 @@ impl Default for DaemonConfig {
             rcvbuf: 64 << 20,
             buffers: 2048,
             status_interval: Duration::from_secs(5),
+            dump: None,
         }
     }
 }
@@ -120,6 +124,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     Publish(BindError),
+    Dump(std::io::Error),
     Io(std::io::Error),
 }
 
@@ -135,6 +140,7 @@ impl fmt::Display for StartError {
                 Ok(())
             }
             StartError::Publish(e) => write!(f, "{e}"),
+            StartError::Dump(e) => write!(f, "cannot dump: {e}"),
             StartError::Io(e) => write!(f, "cannot set up receiving: {e}"),
         }
     }
@@ -165,6 +171,8 @@ struct Shared {
     next_wake: AtomicU64,
     recv: RecvCounters,
     batches: BatchSizes,
+    dump: Arc<DumpStats>,
+    dumping: bool,
 }
 
 impl Shared {
@@ -394,6 +402,11 @@ impl Daemon {
         let publisher =
             Publisher::bind(&cfg.endpoint, cfg.format, cfg.hwm).map_err(StartError::Publish)?;
         let endpoint = publisher.endpoint().to_string();
+        let dump_stats = Arc::new(DumpStats::default());
+        let dump = match &cfg.dump {
+            Some(d) => Some(DumpWriter::create(d, dump_stats.clone()).map_err(StartError::Dump)?),
+            None => None,
+        };
         let pool = PacketPool::new(cfg.buffers);
         let receiver = Receiver::new(socket, pool.clone(), cfg.io).map_err(StartError::Io)?;
         let backend = receiver.backend();
@@ -426,6 +439,8 @@ impl Daemon {
             next_wake: AtomicU64::new(now),
             recv: RecvCounters::default(),
             batches: BatchSizes::new(BATCH),
+            dumping: dump.is_some(),
+            dump: dump_stats,
         });
         let (to_build, from_recv) = rtrb::RingBuffer::<RecvMeta>::new(cfg.buffers);
         let (to_recv, from_build) = rtrb::RingBuffer::<BufId>::new(cfg.buffers);
@@ -439,7 +454,17 @@ impl Daemon {
         let build_thread = build.thread().clone();
         let recv = thread::Builder::new()
             .name("ssdaq-recv".into())
-            .spawn(move || recv_stage(&s, receiver, to_build, from_build, build_thread, core_recv))
+            .spawn(move || {
+                recv_stage(
+                    &s,
+                    receiver,
+                    dump,
+                    to_build,
+                    from_build,
+                    build_thread,
+                    core_recv,
+                )
+            })
             .map_err(StartError::Io)?;
         info!(
             "listening on UDP {listen} ({backend}, receive buffer {} KiB granted of {} KiB asked), \
@@ -494,6 +519,7 @@ impl Daemon {
             builder: asm.builder.stats().clone(),
             publish: asm.publisher.stats(),
             latency: asm.latency.all().map(|l| (l.name, l.total())).to_vec(),
+            dump: self.shared.dumping.then(|| self.shared.dump.snapshot()),
         }
     }
 }
@@ -512,6 +538,7 @@ fn pin(core: Option<usize>, stage: &str) {
 fn recv_stage(
     shared: &Shared,
     mut rx: Receiver,
+    mut dump: Option<DumpWriter>,
     mut to_build: rtrb::Producer<RecvMeta>,
     mut returned: rtrb::Consumer<BufId>,
     build_thread: thread::Thread,
@@ -559,6 +586,12 @@ fn recv_stage(
             }
             next_drop_check = now + 1_000_000_000;
         }
+        if let Some(w) = &mut dump {
+            for m in &batch {
+                let payload = pool.payload(&m.buf, m.len as usize);
+                w.append(m.arrival_ns, m.src, m.truncated, payload);
+            }
+        }
         if n > 0 {
             shared.batches.record(n);
             shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
@@ -594,6 +627,9 @@ fn recv_stage(
     shared.fence.store(clock::now_ns(), Ordering::Release);
     shared.recv_done.store(true, Ordering::Release);
     build_thread.unpark();
+    if let Some(w) = dump {
+        w.finish();
+    }
 }
 
 /// The build stage: queue → builder → publisher.
@@ -666,7 +702,18 @@ fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
     for l in asm.latency.all_mut() {
         l.take_interval();
     }
-    info!("status: {line} | arrival→zmq {q}");
+    let dump = if shared.dumping {
+        let d = shared.dump.snapshot();
+        let state = if d.failed { " STOPPED" } else { "" };
+        format!(
+            " | dump {} MB{state}, lost {}",
+            d.bytes >> 20,
+            d.lost + d.not_recorded
+        )
+    } else {
+        String::new()
+    };
+    info!("status: {line}{dump} | arrival→zmq {q}");
 }
 
 /// What a run did, printed when it ends.
@@ -685,6 +732,7 @@ pub struct Summary {
     pub builder: BuilderStats,
     pub publish: PublishStats,
     pub latency: Vec<(&'static str, Quantiles)>,
+    pub dump: Option<DumpSummary>,
 }
 
 impl fmt::Display for Summary {
@@ -707,6 +755,9 @@ impl fmt::Display for Summary {
         )?;
         write!(f, "{}", self.builder)?;
         writeln!(f, "published: {}", self.publish)?;
+        if let Some(d) = &self.dump {
+            writeln!(f, "dump: {d}")?;
+        }
         writeln!(f, "latency from datagram arrival:")?;
         for (name, q) in &self.latency {
             writeln!(f, "  {name:<22} {q}")?;

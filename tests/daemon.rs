@@ -158,7 +158,9 @@ fn relaxed_ip_folds_out_of_range_modules() {
 
 #[test]
 fn tm_ss_sim_with_32_modules_gives_only_complete_events() {
-    let mut d = Ssdaqd::start(&[]);
+    // A generous timeout: on a saturated CI machine the simulator can be
+    // descheduled mid-burst for longer than the default 100 ms.
+    let mut d = Ssdaqd::start(&["--timeout-ms", "2000", "--module-timeout", "10"]);
     let mut sub = d.subscribe();
     let sim = Command::new(bin("tm-ss-sim"))
         .args([

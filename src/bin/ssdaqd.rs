@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser};
 use ssdaq::builder::{BuilderConfig, format_module_set, parse_module_set};
+use ssdaq::dump::DumpConfig;
 use ssdaq::event::Format;
 use ssdaq::listen::EventListener;
 use ssdaq::pipeline::{Daemon, DaemonConfig};
@@ -97,6 +98,15 @@ struct Cli {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
+    /// Record every datagram in a raw dump: a file to create, or a directory.
+    #[arg(long, value_name = "PATH_OR_DIR")]
+    dump: Option<std::path::PathBuf>,
+    /// Start a new numbered dump file at this size (e.g. 1G, 512M).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    dump_max_size: u64,
+    /// Preallocate dump files in steps of this size.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    dump_chunk: u64,
     /// Feed the daemon from a simulated 32-module camera and print events.
     #[arg(long)]
     demo: bool,
@@ -115,6 +125,23 @@ fn parse_cores(s: &str) -> Result<(usize, usize), String> {
             .map_err(|_| format!("`{x}` is not a core number"))
     };
     Ok((n(a)?, n(b)?))
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .trim_end_matches(['i', 'I']);
+    let (num, shift) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let bad = || format!("`{s}` is not a size like 1073741824, 512M or 1G");
+    let n: u64 = num.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).filter(|&n| n > 0).ok_or_else(bad)
 }
 
 fn seconds(flag: &str, s: f64) -> Duration {
@@ -155,6 +182,7 @@ fn config(cli: &Cli) -> DaemonConfig {
             }
         }
     }
+    let builder_for_dump = builder.clone();
     DaemonConfig {
         listen: SocketAddrV4::new(cli.listen_addr, cli.listen_port),
         endpoint: publish::endpoint_from(cli.pub_endpoint.as_deref(), cli.pub_port),
@@ -166,6 +194,30 @@ fn config(cli: &Cli) -> DaemonConfig {
         rcvbuf: cli.rcvbuf,
         buffers: cli.buffers,
         status_interval: seconds("--status", cli.status),
+        dump: cli.dump.as_ref().map(|path| {
+            let builder = &builder_for_dump;
+            let mut info = vec![
+                (
+                    "ssdaqd_version".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                ),
+                (
+                    "command_line".to_string(),
+                    std::env::args().collect::<Vec<_>>().join(" "),
+                ),
+                (
+                    "format".to_string(),
+                    format!("{:?}", cli.format).to_lowercase(),
+                ),
+            ];
+            info.extend(builder.to_pairs());
+            DumpConfig {
+                path: path.clone(),
+                max_file_size: cli.dump_max_size,
+                chunk_size: cli.dump_chunk,
+                info,
+            }
+        }),
     }
 }
 
@@ -178,6 +230,10 @@ fn main() {
         .with_target(false)
         .init();
     let cfg = config(&cli);
+    // A file size limit (ulimit -f) must make writing fail with EFBIG, which
+    // the dump reports, rather than kill the daemon with SIGXFSZ.
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let duration = cli.duration.map(|s| seconds("--duration", s));
 
     let stop = Arc::new(AtomicBool::new(false));

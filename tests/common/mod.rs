@@ -54,6 +54,12 @@ impl Ssdaqd {
         let mut cmd = Command::new(bin("ssdaqd"));
         cmd.args(["-l", "0", "--pub", "tcp://127.0.0.1:*", "--status", "0"])
             .args(args);
+        Ssdaqd::spawn(cmd)
+    }
+
+    /// Starts a prepared ssdaqd command (which must use `-l 0` and a
+    /// wildcard `--pub` port) and waits until it listens.
+    pub fn spawn(mut cmd: Command) -> Ssdaqd {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,280 @@
+//! `ssdaq-replay`: reprocess raw dumps offline through the live builder.
+//!
+//! Thin by design: open the dumps, take the recorded builder settings
+//! (overridable by flags), run [`ssdaq::replay::run`] into the chosen sinks
+//! (`--pub`, `--out`), print the summary.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use ssdaq::builder::{Builder, Event, EventSink, parse_module_set};
+use ssdaq::dump::{self, Dump};
+use ssdaq::event::Format;
+use ssdaq::publish::{self, Publisher};
+use ssdaq::replay;
+
+#[derive(Parser)]
+#[command(
+    name = "ssdaq-replay",
+    version,
+    about = "Replay raw dumps of ssdaqd through the same event builder",
+    after_help = "The builder settings recorded in the dump are used unless overridden by a flag."
+)]
+struct Cli {
+    /// Dump files (a rotated set: its first file), or directories of them.
+    #[arg(required = true)]
+    dumps: Vec<PathBuf>,
+    /// Print each file's header and the datagrams per module, without building.
+    #[arg(long)]
+    info: bool,
+    /// Publish the events on this ZeroMQ endpoint, like ssdaqd.
+    #[arg(long = "pub", value_name = "ENDPOINT")]
+    pub_endpoint: Option<String>,
+    /// With --pub: wait for this many subscribers before starting.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    wait_subscribers: i64,
+    /// Write the published messages, concatenated, to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Pace: max (as fast as possible), realtime, or a speed-up factor.
+    #[arg(long, default_value = "max", value_parser = parse_speed)]
+    speed: Speed,
+    /// Wire format (default: as recorded).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    #[arg(long)]
+    window_ns: Option<u64>,
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    #[arg(long, value_name = "SECONDS")]
+    module_timeout: Option<f64>,
+    #[arg(long, value_name = "SET", value_parser = parse_module_set)]
+    modules: Option<u32>,
+    #[arg(short = 'r', long)]
+    relaxed_ip: bool,
+    #[arg(long)]
+    run_number: Option<u64>,
+}
+
+/// How fast to replay: as fast as possible, or the recorded pace sped up.
+#[derive(Clone, Copy)]
+enum Speed {
+    Max,
+    Factor(f64),
+}
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    match s {
+        "max" => Ok(Speed::Max),
+        "realtime" => Ok(Speed::Factor(1.0)),
+        x => match x.parse::<f64>() {
+            Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
+            _ => Err(format!("`{s}` is not max, realtime or a positive factor")),
+        },
+    }
+}
+
+/// Where events go: any of a publisher and a file.
+struct Sinks {
+    publisher: Option<Publisher>,
+    out: Option<(BufWriter<File>, PathBuf)>,
+    format: Format,
+    out_error: Option<std::io::Error>,
+}
+
+impl EventSink for Sinks {
+    fn event(&mut self, mut ev: Event<'_>) {
+        if let Some((w, _)) = &mut self.out {
+            if self.out_error.is_none() {
+                if let Err(e) = w.write_all(ev.encode(self.format)) {
+                    self.out_error = Some(e);
+                }
+            }
+        }
+        if let Some(p) = &mut self.publisher {
+            p.send_event(&mut ev);
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let (dumps, errors) = dump::open_set(&cli.dumps);
+    for e in &errors {
+        eprintln!("ssdaq-replay: {e}");
+    }
+    if dumps.is_empty() {
+        eprintln!("ssdaq-replay: nothing could be read");
+        std::process::exit(1);
+    }
+    if cli.info {
+        for d in &dumps {
+            print_info(d);
+        }
+        print!("{}", replay::survey(&dumps, cli.relaxed_ip));
+        return;
+    }
+    let (mut cfg, recorded_format) = match replay::recorded_settings(&dumps[0]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ssdaq-replay: {e}; using the defaults");
+            Default::default()
+        }
+    };
+    override_settings(&cli, &mut cfg);
+    if let Err(e) = cfg.validate() {
+        eprintln!("ssdaq-replay: {e}");
+        std::process::exit(2);
+    }
+    let format = cli.format.unwrap_or(recorded_format);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    let mut sinks = Sinks {
+        publisher: None,
+        out: None,
+        format,
+        out_error: None,
+    };
+    if let Some(ep) = &cli.pub_endpoint {
+        match Publisher::bind(ep, format, publish::DEFAULT_HWM) {
+            Ok(p) => sinks.publisher = Some(p),
+            Err(e) => {
+                eprintln!("ssdaq-replay: {e}");
+                std::process::exit(1);
+            }
+        }
+        wait_for_subscribers(
+            sinks.publisher.as_mut().unwrap(),
+            cli.wait_subscribers,
+            &stop,
+        );
+    }
+    if let Some(path) = &cli.out {
+        match File::create(path) {
+            Ok(f) => sinks.out = Some((BufWriter::with_capacity(1 << 20, f), path.clone())),
+            Err(e) => {
+                eprintln!("ssdaq-replay: cannot create {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        }
+    }
+
+    let total: u64 = dumps.iter().map(Dump::len).sum();
+    let bar = progress_bar(total);
+    let mut builder = Builder::new(cfg);
+    let started = Instant::now();
+    let (mut first_arrival, mut done, mut shown) = (None, 0u64, 0u64);
+    let stats = replay::run(&dumps, &mut builder, &mut sinks, |r| {
+        done += dump::record_len(r.payload.len()) as u64;
+        if done - shown >= 4 << 20 {
+            bar.set_position(done);
+            shown = done;
+        }
+        if let Speed::Factor(factor) = cli.speed {
+            let first = *first_arrival.get_or_insert(r.arrival_ns);
+            let due =
+                Duration::from_nanos(((r.arrival_ns.saturating_sub(first)) as f64 / factor) as u64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        !stop.load(Ordering::Relaxed)
+    });
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some((mut w, path)) = sinks.out.take() {
+        if let Some(e) = sinks.out_error.take().or_else(|| w.flush().err()) {
+            eprintln!("ssdaq-replay: writing {}: {e}", path.display());
+        }
+    }
+    eprint!("{stats}");
+    eprint!("{}", builder.stats());
+    if let Some(p) = &sinks.publisher {
+        eprintln!("published: {}", p.stats());
+    }
+    eprintln!(
+        "replayed in {elapsed:.2} s: {:.0} MB/s of dump, {:.0} datagrams/s",
+        stats.bytes as f64 / elapsed / 1e6,
+        stats.records as f64 / elapsed
+    );
+}
+
+fn override_settings(cli: &Cli, cfg: &mut ssdaq::builder::BuilderConfig) {
+    if let Some(v) = cli.window_ns {
+        cfg.window_ns = v;
+    }
+    if let Some(v) = cli.timeout_ms {
+        cfg.timeout_ns = v.saturating_mul(1_000_000);
+    }
+    if let Some(v) = cli.module_timeout {
+        cfg.module_timeout_ns = (v.max(0.0) * 1e9) as u64;
+    }
+    if cli.modules.is_some() {
+        cfg.modules = cli.modules;
+    }
+    if cli.relaxed_ip {
+        cfg.relaxed_ip = true;
+    }
+    if let Some(v) = cli.run_number {
+        cfg.run_number = v;
+    }
+}
+
+fn wait_for_subscribers(p: &mut Publisher, n: i64, stop: &AtomicBool) {
+    if n <= 0 {
+        return;
+    }
+    eprintln!(
+        "ssdaq-replay: waiting for {n} subscriber(s) on {}",
+        p.endpoint()
+    );
+    while p.stats().subscriptions < n && !stop.load(Ordering::Relaxed) {
+        p.poll_subscriptions();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(
+        "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .expect("a valid progress template");
+    bar.set_style(style);
+    bar
+}
+
+fn print_info(d: &Dump) {
+    let i = d.info();
+    println!(
+        "{}: dump format v{}, file {} of set {:016x}",
+        d.path().display(),
+        i.version,
+        i.file_index,
+        i.set_id
+    );
+    println!(
+        "  created {} ns since the epoch, {} bytes",
+        i.created_ns,
+        d.len()
+    );
+    for (k, v) in &i.info {
+        println!("  {k} = {v}");
+    }
+}
