@@ -196,17 +196,19 @@ const WINDOW: usize = 4 << 20;
 
 /// A shared, writable mapping of a whole dump file (up to its maximum size).
 ///
-/// Two threads use it at once, on disjoint byte ranges: the writer copies
-/// records into `[written, ready)`; the helper advises pages at and above
-/// `ready` (populate) and below `written - WINDOW` (flush, drop).
+/// Two threads use it at once. The writer copies records into
+/// `[written, allocated)`. The helper flushes and drops pages below
+/// `written - WINDOW`, which the writer no longer touches, and faults pages
+/// in at or above `written` (`MADV_POPULATE_WRITE` reads and writes no
+/// bytes: it only maps pages the writer is about to touch anyway).
 struct Mapping {
     ptr: *mut u8,
     len: usize,
 }
 
-// SAFETY: the mapping is plain memory owned by this struct until drop; the
-// threads that share it touch disjoint ranges (see the struct doc), ordered
-// by the `ready`/`written` atomics of `DumpFile`.
+// SAFETY: the mapping is plain memory owned by this struct until drop; only
+// the writer reads or writes its bytes, the helper only changes page mappings
+// (see the struct doc), ordered by the atomics of `DumpFile`.
 unsafe impl Send for Mapping {}
 // SAFETY: as for Send.
 unsafe impl Sync for Mapping {}
@@ -239,8 +241,9 @@ impl Mapping {
         if len == 0 {
             return Ok(());
         }
-        // SAFETY: the range lies inside our live mapping (clamped above), and
-        // is one the writer does not touch (see the struct doc).
+        // SAFETY: the range lies inside our live mapping (clamped above);
+        // the advice used never changes bytes the writer may still write
+        // (see the struct doc).
         let rc = unsafe { libc::madvise(self.ptr.add(offset).cast(), len, advice) };
         if rc == 0 {
             Ok(())
@@ -279,9 +282,10 @@ struct DumpFile {
     /// 0, 1, 2 … within the set.
     index: u32,
     map: Mapping,
-    /// Bytes preallocated (the file's size while being written).
+    /// Bytes preallocated (the file's size while being written): the writer
+    /// may use everything below.
     allocated: AtomicUsize,
-    /// Bytes the writer may use: preallocated and faulted in.
+    /// Bytes faulted in ahead of the writer (an optimisation only).
     ready: AtomicUsize,
     /// Bytes written so far.
     written: AtomicUsize,
@@ -439,11 +443,12 @@ fn allocate(f: &DumpFile, chunk: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Faults in pages ahead of the writer, up to two windows beyond what it wrote.
+/// Faults in pages ahead of the writer, up to two windows beyond what it
+/// wrote, so that its copies do not page-fault.
 fn prepare_ahead(f: &DumpFile) -> io::Result<()> {
-    let target =
-        (f.written.load(Ordering::Acquire) + 2 * WINDOW).min(f.allocated.load(Ordering::Acquire));
-    let mut ready = f.ready.load(Ordering::Relaxed);
+    let written = f.written.load(Ordering::Acquire);
+    let target = (written + 2 * WINDOW).min(f.allocated.load(Ordering::Acquire));
+    let mut ready = f.ready.load(Ordering::Relaxed).max(written / 4096 * 4096);
     while ready < target {
         let len = (target - ready).min(WINDOW);
         // Best effort: without it, the writer's first touch of a page faults instead.
@@ -575,16 +580,16 @@ impl DumpWriter {
             },
         };
         let pos = f.written.load(Ordering::Relaxed);
-        if pos + need > f.ready.load(Ordering::Acquire) {
-            // The helper has not prepared this space yet: lose the record
-            // rather than wait in the receive path.
+        if pos + need > f.allocated.load(Ordering::Acquire) {
+            // The helper has not preallocated this space yet: lose the
+            // record rather than wait in the receive path.
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
             self.helper_thread.unpark();
             return;
         }
-        // SAFETY: [pos, pos + need) lies below `ready`, so it is allocated and
-        // inside the live mapping, and only this thread writes at or above
-        // `written` (the helper works above `ready` and below `released`).
+        // SAFETY: [pos, pos + need) lies below `allocated`, so it is inside
+        // the live mapping and backed by the file (no SIGBUS), and only this
+        // thread reads or writes bytes of the mapping (see `Mapping`).
         let rec = unsafe { std::slice::from_raw_parts_mut(f.map.ptr.add(pos), need) };
         let (head, body) = rec.split_at_mut(RECORD_HEADER_LEN);
         body[..payload.len()].copy_from_slice(payload);
