@@ -1,0 +1,2 @@
+//! The pipeline benchmark against the simulator (being written).
+fn main() {}
