@@ -86,9 +86,9 @@ struct Cli {
     /// Timestamps this far from the camera's are out of sync.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     max_jump: f64,
-    /// Socket receive buffer to ask the kernel for.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
-    rcvbuf: usize,
+    /// Socket receive buffer to ask the kernel for (e.g. 64M).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    rcvbuf: u64,
     /// Packet buffers shared by the stages (a power of two).
     #[arg(long, default_value_t = 2048)]
     buffers: usize,
@@ -191,7 +191,7 @@ fn config(cli: &Cli) -> DaemonConfig {
         io: cli.io,
         cores: cli.cores,
         builder,
-        rcvbuf: cli.rcvbuf,
+        rcvbuf: cli.rcvbuf as usize,
         buffers: cli.buffers,
         status_interval: seconds("--status", cli.status),
         dump: cli.dump.as_ref().map(|path| {
