@@ -194,7 +194,8 @@ impl std::fmt::Display for DumpSummary {
 /// Pages are prepared ahead of the writer, and released behind it, in windows of this size.
 const WINDOW: usize = 4 << 20;
 
-/// A shared, writable mapping of a whole dump file (up to its maximum size).
+/// A shared, writable mapping of a whole dump file (up to its maximum size),
+/// through memmap2.
 ///
 /// Two threads use it at once. The writer copies records into
 /// `[written, allocated)`. The helper flushes and drops pages below
@@ -202,76 +203,49 @@ const WINDOW: usize = 4 << 20;
 /// in at or above `written` (`MADV_POPULATE_WRITE` reads and writes no
 /// bytes: it only maps pages the writer is about to touch anyway).
 struct Mapping {
-    ptr: *mut u8,
-    len: usize,
+    raw: memmap2::MmapRaw,
 }
-
-// SAFETY: the mapping is plain memory owned by this struct until drop; only
-// the writer reads or writes its bytes, the helper only changes page mappings
-// (see the struct doc), ordered by the atomics of `DumpFile`.
-unsafe impl Send for Mapping {}
-// SAFETY: as for Send.
-unsafe impl Sync for Mapping {}
 
 impl Mapping {
     fn new(file: &File, len: usize) -> io::Result<Mapping> {
-        // SAFETY: a fresh MAP_SHARED mapping of our own file descriptor;
-        // nothing else refers to that address range.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
+        let raw = memmap2::MmapOptions::new().len(len).map_raw(file)?;
+        Ok(Mapping { raw })
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.raw.as_mut_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Faults pages in ahead of the writer (best effort).
+    fn populate(&self, offset: usize, len: usize) {
+        let len = len.min(self.len().saturating_sub(offset));
+        if len > 0 {
+            let _ = self
+                .raw
+                .advise_range(memmap2::Advice::PopulateWrite, offset, len);
+        }
+    }
+
+    /// Schedules write-back of pages the writer is done with, and drops them
+    /// from this process (the data stays in the page cache and the file).
+    fn release(&self, offset: usize, len: usize) {
+        let len = len.min(self.len().saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
+        let _ = self.raw.flush_async_range(offset, len);
+        // SAFETY: for a shared file mapping MADV_DONTNEED only unmaps the
+        // pages: dirty data is kept for write-back and re-read from the file
+        // if touched again, so no byte changes; and the writer no longer
+        // touches this range (see the struct doc).
+        let _ = unsafe {
+            self.raw
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
         };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    fn advise(&self, offset: usize, len: usize, advice: libc::c_int) -> io::Result<()> {
-        let len = len.min(self.len.saturating_sub(offset));
-        if len == 0 {
-            return Ok(());
-        }
-        // SAFETY: the range lies inside our live mapping (clamped above);
-        // the advice used never changes bytes the writer may still write
-        // (see the struct doc).
-        let rc = unsafe { libc::madvise(self.ptr.add(offset).cast(), len, advice) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    fn flush_async(&self, offset: usize, len: usize) -> io::Result<()> {
-        let len = len.min(self.len.saturating_sub(offset));
-        if len == 0 {
-            return Ok(());
-        }
-        // SAFETY: as for `advise`; msync only schedules write-back.
-        let rc = unsafe { libc::msync(self.ptr.add(offset).cast(), len, libc::MS_ASYNC) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the range mapped in `new`; no reference into
-        // it outlives the Mapping (slices are only made transiently).
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 
@@ -410,7 +384,7 @@ impl Plan {
         fixed.file_index = U32::new(index);
         // SAFETY: the header range [0, HEADER_LEN) was just allocated, is
         // inside the mapping, and no other thread uses this file yet.
-        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), f.map.ptr, HEADER_LEN) };
+        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), f.map.ptr(), HEADER_LEN) };
         prepare_ahead(&f).map_err(cleanup)?;
         Ok(f)
     }
@@ -419,7 +393,7 @@ impl Plan {
 /// Extends the preallocation by one chunk (bounded by the mapping).
 fn allocate(f: &DumpFile, chunk: usize) -> io::Result<()> {
     let from = f.allocated.load(Ordering::Relaxed);
-    let len = chunk.min(f.map.len - from);
+    let len = chunk.min(f.map.len() - from);
     if len == 0 {
         return Ok(());
     }
@@ -451,8 +425,7 @@ fn prepare_ahead(f: &DumpFile) -> io::Result<()> {
     let mut ready = f.ready.load(Ordering::Relaxed).max(written / 4096 * 4096);
     while ready < target {
         let len = (target - ready).min(WINDOW);
-        // Best effort: without it, the writer's first touch of a page faults instead.
-        let _ = f.map.advise(ready, len, libc::MADV_POPULATE_WRITE);
+        f.map.populate(ready, len);
         ready += len;
         f.ready.store(ready, Ordering::Release);
     }
@@ -464,8 +437,7 @@ fn release_behind(f: &DumpFile) {
     let upto = f.written.load(Ordering::Acquire).saturating_sub(WINDOW) / WINDOW * WINDOW;
     let from = f.released.load(Ordering::Relaxed);
     if upto > from {
-        let _ = f.map.flush_async(from, upto - from);
-        let _ = f.map.advise(from, upto - from, libc::MADV_DONTNEED);
+        f.map.release(from, upto - from);
         f.released.store(upto, Ordering::Relaxed);
     }
 }
@@ -590,7 +562,7 @@ impl DumpWriter {
         // SAFETY: [pos, pos + need) lies below `allocated`, so it is inside
         // the live mapping and backed by the file (no SIGBUS), and only this
         // thread reads or writes bytes of the mapping (see `Mapping`).
-        let rec = unsafe { std::slice::from_raw_parts_mut(f.map.ptr.add(pos), need) };
+        let rec = unsafe { std::slice::from_raw_parts_mut(f.map.ptr().add(pos), need) };
         let (head, body) = rec.split_at_mut(RECORD_HEADER_LEN);
         body[..payload.len()].copy_from_slice(payload);
         let mut h = RecordHeader {
@@ -694,7 +666,7 @@ fn helper(
         if let (Some(f), false) = (&current, failed.load(Ordering::Relaxed)) {
             let written = f.written.load(Ordering::Acquire);
             let allocated = f.allocated.load(Ordering::Relaxed);
-            if allocated < written + plan.chunk_size / 2 && allocated < f.map.len {
+            if allocated < written + plan.chunk_size / 2 && allocated < f.map.len() {
                 if let Err(e) = allocate(f, plan.chunk_size) {
                     fail(e.to_string());
                 }
@@ -702,7 +674,7 @@ fn helper(
             let _ = prepare_ahead(f);
             release_behind(f);
             // Have the next file ready well before this one is full.
-            let near_end = written + 2 * plan.chunk_size.min(f.map.len / 2) >= f.map.len;
+            let near_end = written + 2 * plan.chunk_size.min(f.map.len() / 2) >= f.map.len();
             if prepared.is_none() && near_end {
                 match plan.create(next_index) {
                     Ok(n) => {

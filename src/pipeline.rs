@@ -160,9 +160,14 @@ impl fmt::Display for StartError {
         match self {
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Listen { addr, source } => {
-                write!(f, "cannot listen on UDP {addr}: {source}")?;
+                // `source` already names the address (recv::bind_udp adds it).
+                write!(f, "cannot listen: {source}")?;
                 if source.kind() == std::io::ErrorKind::AddrInUse {
-                    write!(f, " (another ssdaqd running? choose another port with -l)")?;
+                    write!(
+                        f,
+                        " (another ssdaqd running? choose another port with -l, not {})",
+                        addr.port()
+                    )?;
                 }
                 Ok(())
             }
@@ -698,6 +703,11 @@ fn build_stage(
         if !from_recv.is_empty() || done {
             let mut asm = shared.lock();
             while let Ok(m) = from_recv.pop() {
+                // The next datagram was written by the kernel on the other
+                // core: start fetching it while this one is built.
+                if let Ok(next) = from_recv.peek() {
+                    prefetch(pool.payload(&next.buf, next.len as usize));
+                }
                 asm.process(&pool, &m);
                 // Cannot fail: as many entries as buffers.
                 let _ = to_recv.push(m.buf);
@@ -712,6 +722,21 @@ fn build_stage(
         // Woken by the receive stage when it queues work or stops.
         thread::park_timeout(Duration::from_secs(1));
     }
+}
+
+/// Asks the CPU to bring the start of `bytes` into cache (a hint only).
+#[inline(always)]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64).take(4) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never
+        // dereferences its address (it is a hint that cannot fault); the
+        // address is inside a live slice anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// The periodic one-line status.

@@ -341,9 +341,10 @@ fn a_port_in_use_is_one_clear_line_and_exit_1() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("ssdaqd: cannot listen on UDP 0.0.0.0:{port}")),
+        err.contains(&format!("ssdaqd: cannot listen: bind UDP 0.0.0.0:{port}")),
         "{err}"
     );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(
         err.contains("Address in use") || err.contains("in use"),
         "{err}"

@@ -246,7 +246,6 @@ fn main() {
     let daemon = match Daemon::start(cfg, stop.clone()) {
         Ok(d) => d,
         Err(e) => {
-            error!("{e}");
             eprintln!("ssdaqd: {e}");
             std::process::exit(1);
         }
