@@ -47,9 +47,30 @@ fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64
 }
 
 /// The raw ADC count whose conversion is nearest to `mv` (for simulators).
+///
+/// `mv / MV_PER_COUNT` rounded half away from zero and clamped to 0..=65535,
+/// then the top bit flipped. A simulator calls this for every pixel value it
+/// sends, so it rounds without libm's `round` (a function call on x86-64's
+/// baseline instruction set); the result is bit-identical to
+/// `(mv / MV_PER_COUNT).round().clamp(0.0, 65535.0) as u16 ^ 0x8000`.
+#[inline]
 pub fn mv_to_adc(mv: f64) -> u16 {
-    let v = (mv / MV_PER_COUNT).round().clamp(0.0, u16::MAX as f64) as u16;
-    v ^ 0x8000
+    round_count(mv / MV_PER_COUNT) ^ 0x8000
+}
+
+/// `x.round().clamp(0.0, 65535.0) as u16`, without `round`.
+///
+/// Clamping first changes nothing: `round` is monotonic and maps 0 and 65535
+/// to themselves (and NaN gives 0 either way). For `0 <= x <= 65535` the
+/// truncation `t` is exact and so is `x - t` (0 when `t = 0` subtracts
+/// nothing, else `t <= x < 2t` and Sterbenz's lemma applies), so comparing it
+/// with 0.5 is exact rounding half away from zero. The shorter `(x + 0.5) as
+/// u16` is not: `0.49999999999999994 + 0.5` rounds to 1.0.
+#[inline(always)]
+fn round_count(x: f64) -> u16 {
+    let x = x.clamp(0.0, u16::MAX as f64);
+    let t = x as u16;
+    t + (x - t as f64 >= 0.5) as u16
 }
 
 /// Which wire format to publish.
@@ -331,6 +352,83 @@ mod tests {
     fn mv_to_adc_inverts_the_conversion() {
         for raw in [0u16, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 12345] {
             assert_eq!(mv_to_adc(adc_to_mv(raw)), raw);
+        }
+    }
+
+    /// What `mv_to_adc` computed before it stopped calling libm's `round`.
+    fn mv_to_adc_with_round(mv: f64) -> u16 {
+        ((mv / MV_PER_COUNT).round().clamp(0.0, u16::MAX as f64) as u16) ^ 0x8000
+    }
+
+    #[test]
+    fn rounding_a_count_is_round_at_every_half_and_its_neighbours() {
+        let reference = |x: f64| x.round().clamp(0.0, u16::MAX as f64) as u16;
+        let check = |x: f64| assert_eq!(round_count(x), reference(x), "x = {x:e} ({x:?})");
+        // Every count from below 0 to above 65535, its half-way points and
+        // the 4 doubles on either side of each.
+        for n in -3..=65_538i32 {
+            for base in [n as f64, n as f64 + 0.5] {
+                let (mut up, mut down) = (base, base);
+                check(base);
+                for _ in 0..4 {
+                    (up, down) = (up.next_up(), down.next_down());
+                    check(up);
+                    check(down);
+                }
+            }
+        }
+        // The usual traps, and values outside the range.
+        for x in [
+            0.49999999999999994,
+            0.5,
+            -0.0,
+            -0.5,
+            -0.49999999999999994,
+            1.5,
+            2.5,
+            65_534.5,
+            65_535.49999999999,
+            65_535.5,
+            1e300,
+            -1e300,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            check(x);
+        }
+    }
+
+    #[test]
+    fn mv_to_adc_is_bit_identical_to_rounding_with_round() {
+        let check = |mv: f64| {
+            assert_eq!(mv_to_adc(mv), mv_to_adc_with_round(mv), "{mv:?} mV");
+        };
+        // Densely over the whole count range and beyond (a count is 0.0763
+        // mV: about 18 samples per count, at steps unrelated to it), and
+        // the conversion of every count with its neighbours.
+        let mut mv = -10.0;
+        while mv < 5_010.0 {
+            check(mv);
+            mv += 0.004_172_9;
+        }
+        for raw in 0..=u16::MAX {
+            let v = adc_to_mv(raw);
+            check(v);
+            check(v.next_up());
+            check(v.next_down());
+            check(v + 0.5 * MV_PER_COUNT);
+            check((v + 0.5 * MV_PER_COUNT).next_down());
+        }
+        // Any double at all: 1 M bit patterns (NaNs, infinities, subnormals).
+        let mut z = 0x1234_5678_9ABC_DEF0u64;
+        for _ in 0..1_000_000 {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut h = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            check(f64::from_bits(h ^ (h >> 31)));
         }
     }
 
