@@ -51,26 +51,37 @@ fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64
 /// `mv / MV_PER_COUNT` rounded half away from zero and clamped to 0..=65535,
 /// then the top bit flipped. A simulator calls this for every pixel value it
 /// sends, so it rounds without libm's `round` (a function call on x86-64's
-/// baseline instruction set); the result is bit-identical to
-/// `(mv / MV_PER_COUNT).round().clamp(0.0, 65535.0) as u16 ^ 0x8000`.
+/// baseline instruction set) and with float operations only, which a loop
+/// over many values turns into SIMD instructions; the result is bit-identical
+/// to `(mv / MV_PER_COUNT).round().clamp(0.0, 65535.0) as u16 ^ 0x8000`.
 #[inline]
 pub fn mv_to_adc(mv: f64) -> u16 {
     round_count(mv / MV_PER_COUNT) ^ 0x8000
 }
 
-/// `x.round().clamp(0.0, 65535.0) as u16`, without `round`.
+/// `x.round().clamp(0.0, 65535.0) as u16`, with float additions only.
 ///
-/// Clamping first changes nothing: `round` is monotonic and maps 0 and 65535
-/// to themselves (and NaN gives 0 either way). For `0 <= x <= 65535` the
-/// truncation `t` is exact and so is `x - t` (0 when `t = 0` subtracts
-/// nothing, else `t <= x < 2t` and Sterbenz's lemma applies), so comparing it
-/// with 0.5 is exact rounding half away from zero. The shorter `(x + 0.5) as
-/// u16` is not: `0.49999999999999994 + 0.5` rounds to 1.0.
+/// Clamping first changes nothing: `round` is monotonic and keeps 0 and
+/// 65535 (NaN gives 0 either way). For `0 <= x <= 65535`, `x + 2^52` lands
+/// where doubles are whole numbers, so `r = (x + 2^52) - 2^52` is `x`
+/// rounded to nearest, ties to even, exactly; it differs from rounding half
+/// away from zero only at a tie rounded down, where `x - r` is 0.5 (`x - r`
+/// is exact: `r = 0`, or `r/2 <= x <= 2r` and Sterbenz's lemma applies). The
+/// whole number `n < 2^16` is then the low mantissa bits of `n + 2^52`. (The shorter `(x + 0.5) as u16` is not exact:
+/// `0.49999999999999994 + 0.5` rounds to 1.0.)
 #[inline(always)]
 fn round_count(x: f64) -> u16 {
-    let x = x.clamp(0.0, u16::MAX as f64);
-    let t = x as u16;
-    t + (x - t as f64 >= 0.5) as u16
+    const TWO_52: f64 = 4_503_599_627_370_496.0;
+    // `>` and `<` rather than `clamp`: NaN goes to 0, and they map to SIMD min/max.
+    let x = if x > 0.0 { x } else { 0.0 };
+    let x = if x < u16::MAX as f64 {
+        x
+    } else {
+        u16::MAX as f64
+    };
+    let r = (x + TWO_52) - TWO_52;
+    let n = if x - r == 0.5 { r + 1.0 } else { r };
+    (n + TWO_52).to_bits() as u16
 }
 
 /// Which wire format to publish.
