@@ -19,12 +19,10 @@
 //!   seeded and counted, so a test knows exactly what the receiver must see.
 //!
 //! The readout byte layout is not known here: readouts are built with
-//! [`packet::Readout::new`] and written with zerocopy. This module must never
-//! busy-wait at a paced rate (it sleeps between frames: the real camera's
-//! 25 datagrams/s/module × 32 costs ~1.5 % of a core, nearly all of it
-//! evaluating 512 000 pixel values/s), never allocate per datagram in flood
-//! mode, and never print: [`run`] returns [`SimStats`] and callers decide
-//! what to show.
+//! [`packet::Readout::new`], re-stamped with [`packet::Readout::set_timestamps`]
+//! and written with zerocopy. This module must never busy-wait at a paced
+//! rate (it sleeps between frames), never allocate per datagram, and never
+//! print: [`run`] returns [`SimStats`] and callers decide what to show.
 
 use std::fmt;
 use std::io;
@@ -174,13 +172,70 @@ impl PixelModel {
 struct ModuleModel {
     module: u8,
     pixels: [PixelModel; N_PIXELS],
+    /// The same parameters, one array each, for [`ModuleModel::fill_values`].
+    lanes: Box<Lanes>,
+}
+
+/// The parameters of a module's 64 pixels as one array per parameter, so
+/// that evaluating the 64 pixels of a readout is one loop of identical steps
+/// over arrays, which the compiler turns into SIMD instructions.
+#[derive(Clone, Debug)]
+struct Lanes {
+    baseline_mv: [f64; N_PIXELS],
+    amp1_mv: [f64; N_PIXELS],
+    amp2_mv: [f64; N_PIXELS],
+    noise_key: [u64; N_PIXELS],
+    step1: [u64; N_PIXELS],
+    phase1: [u64; N_PIXELS],
+    step2: [u64; N_PIXELS],
+    phase2: [u64; N_PIXELS],
+}
+
+impl Lanes {
+    fn new(pixels: &[PixelModel; N_PIXELS]) -> Self {
+        Lanes {
+            baseline_mv: pixels.map(|p| p.baseline_mv),
+            amp1_mv: pixels.map(|p| p.amp1_mv),
+            amp2_mv: pixels.map(|p| p.amp2_mv),
+            noise_key: pixels.map(|p| p.noise_key),
+            step1: pixels.map(|p| p.step1),
+            phase1: pixels.map(|p| p.phase1),
+            step2: pixels.map(|p| p.step2),
+            phase2: pixels.map(|p| p.phase2),
+        }
+    }
+}
+
+/// [`unit`] without converting a 64-bit integer to a float, which x86-64
+/// SIMD cannot do before AVX-512: `x >> 12` as the mantissa of a number in
+/// [1, 2), minus 1, is the top 52 bits × 2^-52 exactly, and bit 11 adds
+/// 2^-53 or nothing. The sum is `(x >> 11) × 2^-53`, a 53-bit number, so it
+/// is exact: bit for bit [`unit`]'s value.
+#[inline(always)]
+fn unit_lanes(x: u64) -> f64 {
+    const ONE: u64 = 0x3FF0_0000_0000_0000; // 1.0
+    const HALF_ULP: u64 = 0x3CA0_0000_0000_0000; // 2^-53
+    let top52 = f64::from_bits(ONE | (x >> 12)) - 1.0;
+    let bit11 = f64::from_bits(((x >> 11) & 1).wrapping_neg() & HALF_ULP);
+    top52 + bit11
+}
+
+/// [`wave`] with [`unit_lanes`], the sign flipped by a bit operation instead
+/// of a branch: bit for bit [`wave`]'s value.
+#[inline(always)]
+fn wave_lanes(pos: u64) -> f64 {
+    let h = unit_lanes(pos << 1);
+    let arc = 4.0 * h * (1.0 - h);
+    f64::from_bits(arc.to_bits() ^ (pos & 1 << 63))
 }
 
 impl ModuleModel {
     fn new(seed: u64, module: u8) -> Self {
+        let pixels = std::array::from_fn(|p| PixelModel::new(seed, module, p));
         ModuleModel {
             module,
-            pixels: std::array::from_fn(|p| PixelModel::new(seed, module, p)),
+            lanes: Box::new(Lanes::new(&pixels)),
+            pixels,
         }
     }
 
@@ -190,6 +245,71 @@ impl ModuleModel {
 
     fn readout(&self, ts: u64) -> Readout {
         Readout::new(ts, aux_ts(self.module, ts), &self.adc(ts))
+    }
+
+    /// Makes `out[j]` a readout with the model's ADC counts at `first_ts + j
+    /// × spacing_ns` (wrapping) and zero timestamps: the counts of
+    /// [`ModuleModel::adc`], bit for bit, at a fraction of the cost. All 64
+    /// pixels of a readout are evaluated together from [`Lanes`], and from
+    /// one readout to the next the noise hash input and the wave positions
+    /// (each linear in the timestamp modulo 2^64) step by addition. On
+    /// x86-64 CPUs with AVX2 the same code runs compiled for AVX2 (four
+    /// values per instruction instead of two); the arithmetic is the same
+    /// IEEE operations either way, so the results are too.
+    fn fill_values(&self, first_ts: u64, spacing_ns: u64, out: &mut [Readout]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.fill_values_avx2(first_ts, spacing_ns, out) };
+        }
+        self.fill_values_baseline(first_ts, spacing_ns, out);
+    }
+
+    /// [`ModuleModel::fill_values_baseline`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_values_avx2(&self, first_ts: u64, spacing_ns: u64, out: &mut [Readout]) {
+        self.fill_values_baseline(first_ts, spacing_ns, out);
+    }
+
+    /// [`ModuleModel::fill_values`] for any CPU; inlined into each caller, so
+    /// it is compiled for the instruction set the caller enables.
+    #[inline(always)]
+    fn fill_values_baseline(&self, first_ts: u64, spacing_ns: u64, out: &mut [Readout]) {
+        let l = &*self.lanes;
+        let linear = |t: u64, mul: &[u64; N_PIXELS], add: Option<&[u64; N_PIXELS]>| {
+            let add = add.unwrap_or(&[0; N_PIXELS]);
+            std::array::from_fn(|p| t.wrapping_mul(mul[p]).wrapping_add(add[p]))
+        };
+        // Noise hash input and wave positions of each pixel at `first_ts`,
+        // and their steps from one readout to the next.
+        let mut h: [u64; N_PIXELS] = linear(first_ts, &l.noise_key, None);
+        let mut pos1: [u64; N_PIXELS] = linear(first_ts, &l.step1, Some(&l.phase1));
+        let mut pos2: [u64; N_PIXELS] = linear(first_ts, &l.step2, Some(&l.phase2));
+        let dh: [u64; N_PIXELS] = linear(spacing_ns, &l.noise_key, None);
+        let d1: [u64; N_PIXELS] = linear(spacing_ns, &l.step1, None);
+        let d2: [u64; N_PIXELS] = linear(spacing_ns, &l.step2, None);
+        for r in out.iter_mut() {
+            // `PixelModel::mv`'s arithmetic, operation for operation.
+            let counts = std::array::from_fn(|p| {
+                let noise = (2.0 * unit_lanes(h[p] ^ (h[p] >> 29)) - 1.0) * NOISE_MV;
+                mv_to_adc(
+                    l.baseline_mv[p]
+                        + l.amp1_mv[p] * wave_lanes(pos1[p])
+                        + l.amp2_mv[p] * wave_lanes(pos2[p])
+                        + noise,
+                )
+            });
+            *r = Readout::new(0, 0, &counts);
+            for p in 0..N_PIXELS {
+                h[p] = h[p].wrapping_add(dh[p]);
+                pos1[p] = pos1[p].wrapping_add(d1[p]);
+                pos2[p] = pos2[p].wrapping_add(d2[p]);
+            }
+        }
     }
 }
 
@@ -813,18 +933,19 @@ struct ModuleSim {
     next_frame: u64,
     /// All frames planned and the held datagram released (flood mode).
     finished: bool,
-    /// Flood mode: pixel values of readout `j`, from the model at the last refresh.
-    cache: Vec<[u16; N_PIXELS]>,
-    cache_block: Option<u64>,
+    /// The last refresh frame: readout `j` carries the model's values at
+    /// `cache_ts + j × spacing` (its timestamps are overwritten on use).
+    cache: Vec<Readout>,
+    cache_ts: Option<u64>,
 }
 
-/// How a datagram's pixel values are computed.
+/// Which frame's values a datagram carries.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Values {
-    /// From the model at each readout's timestamp.
+    /// Paced: its own (every value exact).
     Exact,
-    /// From the model once every [`FLOOD_REFRESH_FRAMES`] frames.
-    Cached,
+    /// Flood: those of the first of each [`FLOOD_REFRESH_FRAMES`] frames.
+    Flood,
 }
 
 impl ModuleSim {
@@ -873,36 +994,39 @@ impl ModuleSim {
             pending: Items::new(),
             next_frame: 0,
             finished: false,
-            cache: vec![[0; N_PIXELS]; cfg.readouts],
-            cache_block: None,
+            cache: vec![Readout::new(0, 0, &[0; N_PIXELS]); cfg.readouts],
+            cache_ts: None,
         })
     }
 
-    /// Primary timestamp of readout `j` of frame `f`, jumps applied.
-    fn ts(&self, grid: &Grid, g0: u64, f: u64, j: usize) -> u64 {
-        let ts = grid.first_ts(g0 + f) + j as u64 * grid.spacing_ns();
-        ts.saturating_add_signed(self.plan.shift(f))
+    /// Primary timestamp of frame `f`'s first readout, jumps applied.
+    fn first_ts(&self, grid: &Grid, g0: u64, f: u64) -> u64 {
+        grid.first_ts(g0 + f)
+            .saturating_add_signed(self.plan.shift(f))
     }
 
-    /// Writes frame `f`'s datagram into `out` (`k × 144` bytes).
+    /// Writes frame `f`'s datagram into `out` (`k × 144` bytes): the values
+    /// of the refresh frame `values` names, evaluated only when it changes,
+    /// and frame `f`'s own timestamps.
     fn write_frame(&mut self, grid: &Grid, g0: u64, f: u64, values: Values, out: &mut [u8]) {
-        if values == Values::Cached {
-            let block = f / FLOOD_REFRESH_FRAMES;
-            if self.cache_block != Some(block) {
-                let f0 = block * FLOOD_REFRESH_FRAMES;
-                for j in 0..grid.readouts() {
-                    self.cache[j] = self.model.adc(self.ts(grid, g0, f0, j));
-                }
-                self.cache_block = Some(block);
+        let source = match values {
+            Values::Exact => self.first_ts(grid, g0, f),
+            Values::Flood => {
+                self.first_ts(grid, g0, f / FLOOD_REFRESH_FRAMES * FLOOD_REFRESH_FRAMES)
             }
+        };
+        if self.cache_ts != Some(source) {
+            self.model
+                .fill_values(source, grid.spacing_ns(), &mut self.cache);
+            self.cache_ts = Some(source);
         }
         let readouts = <[Readout]>::mut_from_bytes(out).expect("a whole number of readouts");
+        readouts.copy_from_slice(&self.cache);
+        let shift = self.plan.shift(f);
         for (j, r) in readouts.iter_mut().enumerate() {
-            let ts = self.ts(grid, g0, f, j);
-            *r = match values {
-                Values::Exact => self.model.readout(ts),
-                Values::Cached => Readout::new(ts, aux_ts(self.model.module, ts), &self.cache[j]),
-            };
+            let ts =
+                (grid.first_ts(g0 + f) + j as u64 * grid.spacing_ns()).saturating_add_signed(shift);
+            r.set_timestamps(ts, aux_ts(self.model.module, ts));
         }
     }
 
@@ -987,10 +1111,13 @@ struct Ctx {
 /// 16 000× real time). Each module in turn
 /// sends a batch of `cfg.batch` datagrams with one `sendmmsg` (or, with
 /// `cfg.gso`, one `sendmsg` carrying equal-size segments with `UDP_SEGMENT`;
-/// malformed datagrams go separately). Buffers are allocated once. To stay
-/// cheap, pixel values are re-evaluated from the model every
-/// [`FLOOD_REFRESH_FRAMES`] frames (readout `j` of the datagram takes the
-/// values of readout `j` of the last refresh frame); timestamps are exact.
+/// malformed datagrams go separately). Buffers are allocated once.
+///
+/// **Pixel values.** Timestamps are always exact; readout `j` of a datagram
+/// carries the values of readout `j` of a *refresh frame*, evaluated from the
+/// model once and re-stamped for each datagram that reuses it. Paced, every
+/// datagram is its own refresh frame (exact: the model's value at each of its
+/// timestamps). Flood: the first of every [`FLOOD_REFRESH_FRAMES`] frames.
 ///
 /// Errors: invalid configuration (`InvalidInput`), a source address that
 /// cannot be bound, and a kernel without UDP GSO when `gso` is asked for.
@@ -1019,7 +1146,7 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
     // Release what is still held back for reordering.
     let mut buf = vec![0u8; grid.readouts() * READOUT_SIZE];
     let values = if cfg.flood {
-        Values::Cached
+        Values::Flood
     } else {
         Values::Exact
     };
@@ -1131,7 +1258,7 @@ fn fill(cfg: &SimConfig, ctx: &Ctx, m: &mut ModuleSim, b: &mut Batch) {
         let item = m.pending.pop().expect("not empty");
         let i = b.n;
         let slot = &mut b.buf[i * b.stride..(i + 1) * b.stride];
-        let len = m.write_item(&ctx.grid, ctx.g0, item, Values::Cached, slot);
+        let len = m.write_item(&ctx.grid, ctx.g0, item, Values::Flood, slot);
         b.lens[i] = len;
         b.items[i] = item;
         b.n += 1;
@@ -1457,6 +1584,61 @@ mod tests {
         assert_eq!(wave(3 << 62), -1.0);
     }
 
+    /// splitmix64: arbitrary test inputs.
+    fn arbitrary(n: usize) -> impl Iterator<Item = u64> {
+        (0..n as u64).map(|i| mix(i ^ 0x5EED))
+    }
+
+    #[test]
+    fn the_simd_friendly_unit_and_wave_are_bit_identical_to_the_plain_ones() {
+        let edges = [
+            0,
+            1,
+            1 << 11,
+            (1 << 11) - 1,
+            1 << 12,
+            1 << 63,
+            u64::MAX,
+            u64::MAX - (1 << 11),
+        ];
+        for x in edges.into_iter().chain(arbitrary(1_000_000)) {
+            assert_eq!(unit_lanes(x).to_bits(), unit(x).to_bits(), "unit({x:#x})");
+            assert_eq!(wave_lanes(x).to_bits(), wave(x).to_bits(), "wave({x:#x})");
+        }
+    }
+
+    #[test]
+    fn fill_values_gives_the_models_counts_bit_for_bit() {
+        let mut got = vec![Readout::new(1, 2, &[3; N_PIXELS]); MAX_READOUTS];
+        for (i, x) in arbitrary(300).enumerate() {
+            let (seed, module) = (x >> 32, (x % 32) as u8);
+            // Real timestamps, and near the top of u64 (the timestamps wrap).
+            let first = match i % 3 {
+                0 => 1_764_000_000_000_000_000 + (x % 1_000_000_000_000),
+                1 => u64::MAX - (x % 100_000_000),
+                _ => x,
+            };
+            let spacing = [4_000_000, 40_000, 1, 47_619_048, x % 10_000_000 + 1][i % 5];
+            let k = i % MAX_READOUTS + 1;
+            let model = ModuleModel::new(seed, module);
+            for baseline in [false, true] {
+                if baseline {
+                    model.fill_values_baseline(first, spacing, &mut got[..k]);
+                } else {
+                    model.fill_values(first, spacing, &mut got[..k]);
+                }
+                for (j, r) in got[..k].iter().enumerate() {
+                    let ts = first.wrapping_add(j as u64 * spacing);
+                    assert_eq!((r.primary_ts(), r.aux_ts()), (0, 0));
+                    assert!(
+                        (0..N_PIXELS).all(|p| r.adc(p) == pixel_adc(seed, module, p, ts)),
+                        "seed {seed} module {module} at {ts}, baseline {baseline}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn loss_drops_about_the_asked_fraction_and_depends_on_the_seed() {
         let dropped = (0..10_000).filter(|&f| loss_drops(SEED, 0.2, 3, f)).count();
@@ -1612,14 +1794,10 @@ mod tests {
     }
 
     /// Classifies each received datagram by frame, per module, in arrival
-    /// order, checking every byte: with `exact` against [`datagram`]; else
-    /// (flood) the timestamps exactly and the values by the refresh rule.
-    fn frames(
-        cfg: &SimConfig,
-        stats: &SimStats,
-        got: &[(u8, Vec<u8>)],
-        exact: bool,
-    ) -> BTreeMap<u8, Vec<Seen>> {
+    /// order, checking every byte: the timestamps exactly, the values those
+    /// of [`datagram`] at the refresh frame of `cfg`'s mode (paced: its own;
+    /// flood: every [`FLOOD_REFRESH_FRAMES`]).
+    fn frames(cfg: &SimConfig, stats: &SimStats, got: &[(u8, Vec<u8>)]) -> BTreeMap<u8, Vec<Seen>> {
         let grid = cfg.grid();
         let k = grid.readouts();
         let plans: BTreeMap<u8, Plan> = cfg
@@ -1630,16 +1808,18 @@ mod tests {
             (stats.first_ts + f * grid.period_ns()).saturating_add_signed(plans[&m].shift(f))
         };
         let expected = |m: u8, f: u64| {
+            let first = frame_ts(m, f);
+            let source = if cfg.flood {
+                frame_ts(m, f / FLOOD_REFRESH_FRAMES * FLOOD_REFRESH_FRAMES)
+            } else {
+                first
+            };
             let mut d = Vec::new();
-            datagram(cfg.seed, m, frame_ts(m, f), grid.spacing_ns(), k, &mut d);
-            if !exact {
-                let f0 = f / FLOOD_REFRESH_FRAMES * FLOOD_REFRESH_FRAMES;
-                let model = ModuleModel::new(cfg.seed, m);
-                let rs = <[Readout]>::mut_from_bytes(&mut d[..]).unwrap();
-                for (j, r) in rs.iter_mut().enumerate() {
-                    let values = model.adc(frame_ts(m, f0) + j as u64 * grid.spacing_ns());
-                    *r = Readout::new(r.primary_ts(), r.aux_ts(), &values);
-                }
+            datagram(cfg.seed, m, source, grid.spacing_ns(), k, &mut d);
+            let rs = <[Readout]>::mut_from_bytes(&mut d[..]).unwrap();
+            for (j, r) in rs.iter_mut().enumerate() {
+                let ts = first + j as u64 * grid.spacing_ns();
+                r.set_timestamps(ts, aux_ts(m, ts));
             }
             d
         };
@@ -1695,7 +1875,7 @@ mod tests {
         };
         let (stats, got) = run_against_receiver(cfg.clone());
         assert_eq!(got.len(), 15);
-        let seen = frames(&cfg, &stats, &got, true);
+        let seen = frames(&cfg, &stats, &got);
         assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [4, 5, 6]);
         for s in seen.values() {
             assert_eq!(*s, all_frames(5));
@@ -1749,7 +1929,7 @@ mod tests {
     /// exactly the same sequence per module. Returns it and the paced stats.
     fn in_every_mode(cfg: SimConfig) -> (BTreeMap<u8, Vec<Seen>>, SimStats) {
         let (stats, got) = run_against_receiver(cfg.clone());
-        let seen = frames(&cfg, &stats, &got, true);
+        let seen = frames(&cfg, &stats, &got);
         for gso in [false, true] {
             let flood = SimConfig {
                 flood: true,
@@ -1758,11 +1938,7 @@ mod tests {
                 ..cfg.clone()
             };
             let (fstats, fgot) = run_against_receiver(flood.clone());
-            assert_eq!(
-                frames(&flood, &fstats, &fgot, false),
-                seen,
-                "flood, gso {gso}"
-            );
+            assert_eq!(frames(&flood, &fstats, &fgot), seen, "flood, gso {gso}");
             let strip = |s: &SimStats| s.modules.clone();
             assert_eq!(strip(&fstats), strip(&stats), "flood, gso {gso}");
         }
@@ -1916,7 +2092,7 @@ mod tests {
             };
             let (stats, got) = run_against_receiver(cfg.clone());
             // `frames` checks each datagram's bytes, with values refreshed every 256 frames.
-            let seen = frames(&cfg, &stats, &got, false);
+            let seen = frames(&cfg, &stats, &got);
             for m in 0..3 {
                 assert_eq!(seen[&m], all_frames(700), "gso {gso}");
             }
@@ -1937,7 +2113,7 @@ mod tests {
             ..SimConfig::default()
         };
         let (stats, got) = run_against_receiver(cfg.clone());
-        assert_eq!(frames(&cfg, &stats, &got, false)[&0], all_frames(100));
+        assert_eq!(frames(&cfg, &stats, &got)[&0], all_frames(100));
         assert!(got.iter().all(|(_, d)| d.len() == 4032));
     }
 
