@@ -14,6 +14,13 @@
 //!   address `127.0.0.(100+m)` (PROTOCOL.md §2), a frame sent right after the
 //!   wall clock passes its last readout, sleeping in between; or a **flood**
 //!   with `sendmmsg` (or UDP GSO) on a virtual clock, as fast as the core goes;
+//! * the **pixel refresh rule** ([`refresh_ts`]): evaluating the model is most
+//!   of the simulator's own work, so a paced module re-evaluates it at most
+//!   once per [`SimConfig::pixel_refresh`] of camera time (default 40 ms, the
+//!   real camera's frame period: at ≤ 25 datagrams/s/module every datagram is
+//!   exact) and in between re-stamps the values of the last refresh frame
+//!   with each frame's own timestamps; a flood refreshes every
+//!   [`FLOOD_REFRESH_FRAMES`] frames. Timestamps are always exact;
 //! * **fault injection** ([`Faults`]): loss, dead modules, skipped frames,
 //!   malformed, duplicated and reordered datagrams, timestamp jumps — each
 //!   seeded and counted, so a test knows exactly what the receiver must see.
@@ -23,6 +30,11 @@
 //! and written with zerocopy. This module must never busy-wait at a paced
 //! rate (it sleeps between frames), never allocate per datagram, and never
 //! print: [`run`] returns [`SimStats`] and callers decide what to show.
+//!
+//! Cost, 32 modules paced: at the real camera's rate (800 datagrams/s, 512 000
+//! pixel values/s, every one evaluated) the kernel's loopback send path is
+//! most of it; at 100× (80 000 datagrams/s) the refresh rule keeps the model
+//! at the same 512 000 values/s and the sends are nearly all of it.
 
 use std::fmt;
 use std::io;
@@ -56,6 +68,11 @@ pub const AUX_STEP_NS: u64 = 1_000_000;
 /// In flood mode the pixel values of a module are re-evaluated from the model
 /// once every this many frames (timestamps are always exact). See [`run`].
 pub const FLOOD_REFRESH_FRAMES: u64 = 256;
+/// In paced mode the pixel values are re-evaluated from the model once per
+/// this much camera time ([`SimConfig::pixel_refresh`], [`refresh_ts`]): one
+/// frame period of the real camera, so at ≤ 25 datagrams/s/module every
+/// datagram is exact.
+pub const DEFAULT_PIXEL_REFRESH: Duration = Duration::from_millis(40);
 
 /// Longest single sleep while pacing, so a stop request is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
@@ -358,6 +375,30 @@ pub fn datagram(
     }
 }
 
+/// The paced-mode pixel refresh rule: the first timestamp of the frame whose
+/// pixel values a datagram starting at `first_ts` carries, for frames
+/// `period_ns` apart and a refresh interval of `refresh_ns` camera time.
+///
+/// Camera time is cut into intervals `[n·refresh_ns, (n+1)·refresh_ns)`.
+/// The refresh frame of an interval is the first frame on the datagram's
+/// grid (`first_ts` minus whole periods) that starts in it — the first one
+/// sent in it, except in a run's first interval, where it may precede the
+/// run. A datagram carries its refresh frame's values: readout `j` has the
+/// ADC counts of [`readout`] at `refresh_ts + j × spacing`, and its own
+/// timestamps. So values are less than `refresh_ns` of camera time old, all
+/// modules (sharing the grid) refresh on the same frames, and with
+/// `period_ns >= refresh_ns` (or `refresh_ns = 0`) every datagram is exact:
+/// the result is `first_ts` itself.
+///
+/// A pure function, like the model, so a receiver can verify every value.
+pub fn refresh_ts(first_ts: u64, period_ns: u64, refresh_ns: u64) -> u64 {
+    if refresh_ns <= period_ns {
+        return first_ts;
+    }
+    let into_window = first_ts % refresh_ns;
+    first_ts - into_window / period_ns * period_ns
+}
+
 // ---------------------------------------------------------------------------
 // The timestamp grid
 // ---------------------------------------------------------------------------
@@ -496,6 +537,11 @@ pub struct SimConfig {
     pub count: Option<u64>,
     /// Send as fast as possible on a virtual clock (see [`run`]).
     pub flood: bool,
+    /// Paced mode: re-evaluate pixel values once per this much camera time
+    /// ([`refresh_ts`]); zero evaluates every readout. The default,
+    /// [`DEFAULT_PIXEL_REFRESH`], keeps every datagram exact up to 25
+    /// datagrams/s/module and the cost of the model flat above.
+    pub pixel_refresh: Duration,
     /// In flood mode, send with UDP GSO instead of `sendmmsg`.
     pub gso: bool,
     /// Datagrams per `sendmmsg` / GSO send in flood mode (1..=1024).
@@ -520,6 +566,7 @@ impl Default for SimConfig {
             duration: None,
             count: None,
             flood: false,
+            pixel_refresh: DEFAULT_PIXEL_REFRESH,
             gso: false,
             batch: DEFAULT_BATCH,
             seed: 1,
@@ -537,6 +584,11 @@ impl SimConfig {
     /// The readout grid of this rate and readout count.
     pub fn grid(&self) -> Grid {
         Grid::new(self.rate, self.readouts)
+    }
+
+    /// [`SimConfig::pixel_refresh`] in ns.
+    pub fn pixel_refresh_ns(&self) -> u64 {
+        u64::try_from(self.pixel_refresh.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The source address module `module` binds.
@@ -942,8 +994,8 @@ struct ModuleSim {
 /// Which frame's values a datagram carries.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Values {
-    /// Paced: its own (every value exact).
-    Exact,
+    /// Paced: those of the frame [`refresh_ts`] names (its own, at low rates).
+    Paced { refresh_ns: u64 },
     /// Flood: those of the first of each [`FLOOD_REFRESH_FRAMES`] frames.
     Flood,
 }
@@ -1010,7 +1062,9 @@ impl ModuleSim {
     /// and frame `f`'s own timestamps.
     fn write_frame(&mut self, grid: &Grid, g0: u64, f: u64, values: Values, out: &mut [u8]) {
         let source = match values {
-            Values::Exact => self.first_ts(grid, g0, f),
+            Values::Paced { refresh_ns } => {
+                refresh_ts(self.first_ts(grid, g0, f), grid.period_ns(), refresh_ns)
+            }
             Values::Flood => {
                 self.first_ts(grid, g0, f / FLOOD_REFRESH_FRAMES * FLOOD_REFRESH_FRAMES)
             }
@@ -1115,9 +1169,14 @@ struct Ctx {
 ///
 /// **Pixel values.** Timestamps are always exact; readout `j` of a datagram
 /// carries the values of readout `j` of a *refresh frame*, evaluated from the
-/// model once and re-stamped for each datagram that reuses it. Paced, every
-/// datagram is its own refresh frame (exact: the model's value at each of its
-/// timestamps). Flood: the first of every [`FLOOD_REFRESH_FRAMES`] frames.
+/// model once and re-stamped for each datagram that reuses it. Paced, that is
+/// the frame [`refresh_ts`] names for [`SimConfig::pixel_refresh`]: the
+/// datagram's own (exact: the model's value at each of its timestamps) when
+/// frames are at least that far apart, as at the real rate; at higher rates
+/// the first frame of the current refresh interval of camera time. Over one
+/// interval (40 ms by default) the model moves by its noise only, so a
+/// receiver sees nothing of it, and the model costs what it costs at the real
+/// rate at any rate. Flood: the first of every [`FLOOD_REFRESH_FRAMES`].
 ///
 /// Errors: invalid configuration (`InvalidInput`), a source address that
 /// cannot be bound, and a kernel without UDP GSO when `gso` is asked for.
@@ -1148,7 +1207,9 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
     let values = if cfg.flood {
         Values::Flood
     } else {
-        Values::Exact
+        Values::Paced {
+            refresh_ns: cfg.pixel_refresh_ns(),
+        }
     };
     for m in &mut mods {
         m.plan.finish(&mut m.pending);
@@ -1184,6 +1245,9 @@ fn run_paced(
     first_error: &mut Option<String>,
 ) {
     let mut buf = vec![0u8; ctx.grid.readouts() * READOUT_SIZE];
+    let values = Values::Paced {
+        refresh_ns: cfg.pixel_refresh_ns(),
+    };
     let end_ns = cfg.duration.map(|d| {
         ctx.start_ns
             .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -1198,7 +1262,7 @@ fn run_paced(
         }
         for m in mods.iter_mut() {
             m.plan.frame(f, &mut m.pending, &mut m.stats);
-            m.send_pending(ctx, Values::Exact, &mut buf, first_error);
+            m.send_pending(ctx, values, &mut buf, first_error);
         }
     }
 }
@@ -1640,6 +1704,50 @@ mod tests {
     }
 
     #[test]
+    fn the_refresh_rule_names_the_first_frame_of_each_interval() {
+        const MS: u64 = 1_000_000;
+        // Frames at least one interval apart (the real rate) are their own.
+        let t = 44_100_000_000 * 40 * MS;
+        for first in [t, t + 40 * MS, t + 4 * MS, 7] {
+            assert_eq!(refresh_ts(first, 40 * MS, 40 * MS), first);
+            assert_eq!(refresh_ts(first, 100 * MS, 40 * MS), first);
+            assert_eq!(refresh_ts(first, 400_000, 0), first);
+        }
+        // 2500 datagrams/s: 100 frames of 0.4 ms per 40 ms interval.
+        let period = 400_000;
+        for f in 0..1000u64 {
+            let first = t + f * period;
+            assert_eq!(
+                refresh_ts(first, period, 40 * MS),
+                t + f / 100 * 100 * period
+            );
+        }
+        // An interval that is no multiple of the period: the first frame that
+        // starts in the interval, never more than one interval back.
+        let period = 3 * MS;
+        let mut refreshes = Vec::new();
+        for f in 0..100u64 {
+            let first = 5 * MS + f * period;
+            let r = refresh_ts(first, period, 40 * MS);
+            assert!(r <= first && first - r < 40 * MS && (first - r) % period == 0);
+            assert_eq!(r / (40 * MS), first / (40 * MS), "same interval");
+            assert!(r % (40 * MS) < period, "first frame of its interval");
+            assert_eq!(
+                refresh_ts(r, period, 40 * MS),
+                r,
+                "a refresh frame is its own"
+            );
+            if r == first {
+                refreshes.push(f);
+            }
+        }
+        // 5..302 ms touches 8 intervals; the first one's refresh frame, at
+        // 2 ms, is before these frames (it is on their grid all the same).
+        assert_eq!(refresh_ts(5 * MS, period, 40 * MS), 2 * MS);
+        assert_eq!(refreshes, [12, 25, 39, 52, 65, 79, 92]);
+    }
+
+    #[test]
     fn loss_drops_about_the_asked_fraction_and_depends_on_the_seed() {
         let dropped = (0..10_000).filter(|&f| loss_drops(SEED, 0.2, 3, f)).count();
         assert!((1_700..2_300).contains(&dropped), "{dropped}");
@@ -1795,8 +1903,8 @@ mod tests {
 
     /// Classifies each received datagram by frame, per module, in arrival
     /// order, checking every byte: the timestamps exactly, the values those
-    /// of [`datagram`] at the refresh frame of `cfg`'s mode (paced: its own;
-    /// flood: every [`FLOOD_REFRESH_FRAMES`]).
+    /// of [`datagram`] at the refresh frame of `cfg`'s mode (paced:
+    /// [`refresh_ts`]; flood: every [`FLOOD_REFRESH_FRAMES`]).
     fn frames(cfg: &SimConfig, stats: &SimStats, got: &[(u8, Vec<u8>)]) -> BTreeMap<u8, Vec<Seen>> {
         let grid = cfg.grid();
         let k = grid.readouts();
@@ -1812,7 +1920,7 @@ mod tests {
             let source = if cfg.flood {
                 frame_ts(m, f / FLOOD_REFRESH_FRAMES * FLOOD_REFRESH_FRAMES)
             } else {
-                first
+                refresh_ts(first, grid.period_ns(), cfg.pixel_refresh_ns())
             };
             let mut d = Vec::new();
             datagram(cfg.seed, m, source, grid.spacing_ns(), k, &mut d);
@@ -1923,6 +2031,87 @@ mod tests {
             (stats.dropped(), stats.malformed(), stats.send_errors()),
             (0, 0, 0)
         );
+    }
+
+    /// Every datagram of `got`, as (module, readouts).
+    fn parsed<'a>(cfg: &SimConfig, got: &'a [(u8, Vec<u8>)]) -> Vec<(u8, &'a [Readout])> {
+        got.iter()
+            .map(|(m, d)| {
+                (
+                    *m,
+                    parse(d, false, cfg.source_addr(*m), false)
+                        .unwrap()
+                        .readouts,
+                )
+            })
+            .collect()
+    }
+
+    /// Whether every value of every datagram is the model's at its own timestamp.
+    fn all_exact(cfg: &SimConfig, got: &[(u8, Vec<u8>)]) -> bool {
+        parsed(cfg, got).iter().all(|(m, rs)| {
+            rs.iter()
+                .all(|r| r.as_bytes() == readout(cfg.seed, *m, r.primary_ts()).as_bytes())
+        })
+    }
+
+    #[test]
+    fn at_the_real_rate_every_paced_datagram_is_exact() {
+        let cfg = SimConfig {
+            rate: DEFAULT_RATE,
+            ..paced(2, 3)
+        };
+        assert_eq!(cfg.pixel_refresh, DEFAULT_PIXEL_REFRESH);
+        let (stats, got) = run_against_receiver(cfg.clone());
+        assert_eq!(got.len(), 6);
+        assert!(all_exact(&cfg, &got));
+        assert_eq!(stats.sent(), 6);
+    }
+
+    #[test]
+    fn with_no_pixel_refresh_interval_every_paced_datagram_is_exact() {
+        let cfg = SimConfig {
+            pixel_refresh: Duration::ZERO,
+            ..paced(2, 50)
+        };
+        let (_, got) = run_against_receiver(cfg.clone());
+        assert_eq!(got.len(), 100);
+        assert!(all_exact(&cfg, &got));
+    }
+
+    #[test]
+    fn at_high_rates_values_are_refreshed_once_per_interval_of_camera_time() {
+        // 5000 datagrams/s: 200 frames per 40 ms; 450 frames touch 3 or 4 intervals.
+        let cfg = paced(2, 450);
+        let (stats, got) = run_against_receiver(cfg.clone());
+        // Every byte as the rule says (timestamps exact, values of the refresh frame).
+        assert_eq!(frames(&cfg, &stats, &got)[&1], all_frames(450));
+        let interval = cfg.pixel_refresh_ns();
+        let period = cfg.grid().period_ns();
+        for (m, rs) in parsed(&cfg, &got) {
+            let first = rs[0].primary_ts();
+            let source = refresh_ts(first, period, interval);
+            assert!(first - source < interval);
+            // A refresh frame is exact; the values change only at refresh frames.
+            let exact = rs
+                .iter()
+                .all(|r| r.as_bytes() == readout(cfg.seed, m, r.primary_ts()).as_bytes());
+            assert_eq!(exact, source == first, "module {m} frame at {first}");
+        }
+        let intervals = |m: u8| {
+            let mut values: Vec<Vec<u16>> = parsed(&cfg, &got)
+                .iter()
+                .filter(|(mm, _)| *mm == m)
+                .map(|(_, rs)| (0..N_PIXELS).map(|p| rs[3].adc(p)).collect())
+                .collect();
+            values.dedup();
+            values.len() as u64
+        };
+        let first = stats.first_ts;
+        let last = first + 449 * period;
+        let spanned = last / interval - first / interval + 1;
+        assert!((3..=4).contains(&spanned));
+        assert_eq!((intervals(0), intervals(1)), (spanned, spanned));
     }
 
     /// Runs `cfg` paced and in both flood modes; every mode must deliver
