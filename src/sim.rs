@@ -43,7 +43,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use crate::clock::now_ns;
 use crate::event::mv_to_adc;
@@ -820,6 +820,22 @@ enum Item {
     Malformed(u64),
 }
 
+impl Item {
+    /// The frame whose readouts the datagram carries.
+    fn frame(self) -> u64 {
+        let (Item::Data(f) | Item::Duplicate(f) | Item::Malformed(f)) = self;
+        f
+    }
+
+    /// Its length, for a frame of `frame_len` bytes.
+    fn len(self, frame_len: usize) -> usize {
+        match self {
+            Item::Malformed(_) => MALFORMED_LEN,
+            _ => frame_len,
+        }
+    }
+}
+
 /// A small FIFO of items: one frame yields at most 5 (held + current, each
 /// duplicated, and a malformed one).
 #[derive(Clone, Copy, Debug)]
@@ -985,8 +1001,9 @@ struct ModuleSim {
     next_frame: u64,
     /// All frames planned and the held datagram released (flood mode).
     finished: bool,
-    /// The last refresh frame: readout `j` carries the model's values at
-    /// `cache_ts + j × spacing` (its timestamps are overwritten on use).
+    /// The datagram last stamped: readout `j` has the model's values at
+    /// `cache_ts + j × spacing` (the last refresh frame's) and the timestamps
+    /// of the frame last sent; paced mode sends straight from here.
     cache: Vec<Readout>,
     cache_ts: Option<u64>,
 }
@@ -1057,10 +1074,10 @@ impl ModuleSim {
             .saturating_add_signed(self.plan.shift(f))
     }
 
-    /// Writes frame `f`'s datagram into `out` (`k × 144` bytes): the values
-    /// of the refresh frame `values` names, evaluated only when it changes,
-    /// and frame `f`'s own timestamps.
-    fn write_frame(&mut self, grid: &Grid, g0: u64, f: u64, values: Values, out: &mut [u8]) {
+    /// Makes the cached readouts frame `f`'s datagram: the values of the
+    /// refresh frame `values` names (evaluated only when it changes),
+    /// re-stamped in place with frame `f`'s own timestamps.
+    fn stamp_frame(&mut self, grid: &Grid, g0: u64, f: u64, values: Values) {
         let source = match values {
             Values::Paced { refresh_ns } => {
                 refresh_ts(self.first_ts(grid, g0, f), grid.period_ns(), refresh_ns)
@@ -1074,10 +1091,8 @@ impl ModuleSim {
                 .fill_values(source, grid.spacing_ns(), &mut self.cache);
             self.cache_ts = Some(source);
         }
-        let readouts = <[Readout]>::mut_from_bytes(out).expect("a whole number of readouts");
-        readouts.copy_from_slice(&self.cache);
         let shift = self.plan.shift(f);
-        for (j, r) in readouts.iter_mut().enumerate() {
+        for (j, r) in self.cache.iter_mut().enumerate() {
             let ts =
                 (grid.first_ts(g0 + f) + j as u64 * grid.spacing_ns()).saturating_add_signed(shift);
             r.set_timestamps(ts, aux_ts(self.model.module, ts));
@@ -1093,13 +1108,11 @@ impl ModuleSim {
         values: Values,
         slot: &mut [u8],
     ) -> usize {
-        let len = grid.readouts() * READOUT_SIZE;
-        let (Item::Data(f) | Item::Duplicate(f) | Item::Malformed(f)) = item;
-        self.write_frame(grid, g0, f, values, &mut slot[..len]);
-        match item {
-            Item::Malformed(_) => MALFORMED_LEN,
-            _ => len,
-        }
+        self.stamp_frame(grid, g0, item.frame(), values);
+        let bytes = self.cache.as_bytes();
+        let len = item.len(bytes.len());
+        slot[..len].copy_from_slice(&bytes[..len]);
+        len
     }
 
     fn count_sent(&mut self, item: Item, len: usize) {
@@ -1114,17 +1127,14 @@ impl ModuleSim {
         self.stats.bytes += len as u64;
     }
 
-    /// Sends every pending item one by one (paced mode, end of run).
-    fn send_pending(
-        &mut self,
-        ctx: &Ctx,
-        values: Values,
-        buf: &mut [u8],
-        first_error: &mut Option<String>,
-    ) {
+    /// Sends every pending item one by one, straight from the cached
+    /// readouts (paced mode, end of run).
+    fn send_pending(&mut self, ctx: &Ctx, values: Values, first_error: &mut Option<String>) {
         while let Some(item) = self.pending.pop() {
-            let len = self.write_item(&ctx.grid, ctx.g0, item, values, buf);
-            match self.socket.send(&buf[..len]) {
+            self.stamp_frame(&ctx.grid, ctx.g0, item.frame(), values);
+            let bytes = self.cache.as_bytes();
+            let len = item.len(bytes.len());
+            match self.socket.send(&bytes[..len]) {
                 Ok(_) => self.count_sent(item, len),
                 Err(e) => {
                     self.stats.send_errors += 1;
@@ -1203,7 +1213,6 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
         run_paced(cfg, &ctx, &mut mods, stop, &mut first_error);
     }
     // Release what is still held back for reordering.
-    let mut buf = vec![0u8; grid.readouts() * READOUT_SIZE];
     let values = if cfg.flood {
         Values::Flood
     } else {
@@ -1213,7 +1222,7 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
     };
     for m in &mut mods {
         m.plan.finish(&mut m.pending);
-        m.send_pending(&ctx, values, &mut buf, &mut first_error);
+        m.send_pending(&ctx, values, &mut first_error);
     }
     Ok(SimStats {
         modules: mods.into_iter().map(|m| m.stats).collect(),
@@ -1244,7 +1253,6 @@ fn run_paced(
     stop: &AtomicBool,
     first_error: &mut Option<String>,
 ) {
-    let mut buf = vec![0u8; ctx.grid.readouts() * READOUT_SIZE];
     let values = Values::Paced {
         refresh_ns: cfg.pixel_refresh_ns(),
     };
@@ -1262,7 +1270,7 @@ fn run_paced(
         }
         for m in mods.iter_mut() {
             m.plan.frame(f, &mut m.pending, &mut m.stats);
-            m.send_pending(ctx, values, &mut buf, first_error);
+            m.send_pending(ctx, values, first_error);
         }
     }
 }
@@ -1531,6 +1539,8 @@ fn send_gso(fd: RawFd, data: &[u8], segment: usize) -> io::Result<()> {
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
+
+    use zerocopy::FromBytes;
 
     use super::*;
     use crate::event::adc_to_mv;
