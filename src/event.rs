@@ -366,6 +366,20 @@ mod tests {
         }
     }
 
+    /// The next double towards +∞ (`f64::next_up` needs Rust 1.86).
+    fn next_up(x: f64) -> f64 {
+        match x {
+            0.0 => f64::from_bits(1),
+            x if x > 0.0 => f64::from_bits(x.to_bits() + 1),
+            x => f64::from_bits(x.to_bits() - 1),
+        }
+    }
+
+    /// The next double towards -∞.
+    fn next_down(x: f64) -> f64 {
+        -next_up(-x)
+    }
+
     /// What `mv_to_adc` computed before it stopped calling libm's `round`.
     fn mv_to_adc_with_round(mv: f64) -> u16 {
         ((mv / MV_PER_COUNT).round().clamp(0.0, u16::MAX as f64) as u16) ^ 0x8000
@@ -382,7 +396,7 @@ mod tests {
                 let (mut up, mut down) = (base, base);
                 check(base);
                 for _ in 0..4 {
-                    (up, down) = (up.next_up(), down.next_down());
+                    (up, down) = (next_up(up), next_down(down));
                     check(up);
                     check(down);
                 }
@@ -428,10 +442,10 @@ mod tests {
         for raw in 0..=u16::MAX {
             let v = adc_to_mv(raw);
             check(v);
-            check(v.next_up());
-            check(v.next_down());
+            check(next_up(v));
+            check(next_down(v));
             check(v + 0.5 * MV_PER_COUNT);
-            check((v + 0.5 * MV_PER_COUNT).next_down());
+            check(next_down(v + 0.5 * MV_PER_COUNT));
         }
         // Any double at all: 1 M bit patterns (NaNs, infinities, subnormals).
         let mut z = 0x1234_5678_9ABC_DEF0u64;
