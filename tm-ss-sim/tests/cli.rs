@@ -117,14 +117,19 @@ fn three_modules_send_four_verified_datagrams_each() {
         let p = parse(d, false, *src, false).expect("a valid datagram");
         assert_eq!(p.module, module_of(*src, false).unwrap());
         assert_eq!(p.readouts.len(), 10);
+        // Every value is the model's at the refresh frame (40 ms of camera
+        // time is 8 frames at 200 datagrams/s), at the same readout.
+        let first = p.readouts[0].primary_ts();
+        let source = sim::refresh_ts(first, 10 * spacing, 40_000_000);
+        assert!(first - source < 40_000_000);
         for (j, r) in p.readouts.iter().enumerate() {
             let ts = r.primary_ts();
             assert_eq!(ts % spacing, 0, "on the grid");
-            assert_eq!(ts, p.readouts[0].primary_ts() + j as u64 * spacing);
-            // Every value is the model's.
+            assert_eq!(ts, first + j as u64 * spacing);
             assert_eq!(r.aux_ts(), sim::aux_ts(p.module, ts));
+            let model_ts = source + j as u64 * spacing;
             for px in 0..packet::N_PIXELS {
-                assert_eq!(r.adc(px), sim::pixel_adc(7, p.module, px, ts));
+                assert_eq!(r.adc(px), sim::pixel_adc(7, p.module, px, model_ts));
             }
         }
         by_module
@@ -137,6 +142,50 @@ fn three_modules_send_four_verified_datagrams_each() {
     let frames = &by_module[&0];
     assert!(frames.windows(2).all(|w| w[1] == w[0] + 10 * spacing));
     assert!(by_module.values().all(|f| f == frames));
+}
+
+/// Runs a paced simulation of 2 modules and whether every value of every
+/// datagram is the model's at the readout's own timestamp.
+fn all_values_exact(args: &[&str]) -> (bool, String) {
+    let rx = Receiver::start();
+    let target = format!("127.0.0.1:{}", rx.port);
+    let mut all = vec!["--target", &target, "--modules", "2", "--seed", "3"];
+    all.extend_from_slice(args);
+    let out = sim(&all);
+    let got = rx.finish();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!got.is_empty());
+    let exact = got.iter().all(|(src, d)| {
+        let p = parse(d, false, *src, false).expect("a valid datagram");
+        p.readouts.iter().all(|r| {
+            let ts = r.primary_ts();
+            (0..packet::N_PIXELS).all(|px| r.adc(px) == sim::pixel_adc(3, p.module, px, ts))
+        })
+    });
+    (exact, stderr(&out))
+}
+
+#[test]
+fn every_value_is_exact_at_the_real_rate_or_with_pixel_refresh_0() {
+    let (exact, e) = all_values_exact(&["--count", "3"]);
+    assert!(exact, "25 datagrams/s: {e}");
+    assert!(!e.contains("refreshed"), "{e}");
+    let (exact, e) = all_values_exact(&[
+        "--count",
+        "300",
+        "--rate",
+        "5000",
+        "--pixel-refresh-ms",
+        "0",
+    ]);
+    assert!(exact, "--pixel-refresh-ms 0: {e}");
+    // The default at 5000 datagrams/s: 200 frames share the values of the first.
+    let (exact, e) = all_values_exact(&["--count", "300", "--rate", "5000"]);
+    assert!(!exact, "{e}");
+    assert!(
+        e.contains("pixel values refreshed every 40 ms of camera time"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -270,6 +319,14 @@ fn out_of_range_settings_exit_2_naming_the_range() {
         (&["--ts-jump", "0:1"][..], "expected MODULE:FRAME:DELTA_NS"),
         (&["--dead-module", "5"][..], "module 5 is not simulated"),
         (&["--gso"][..], "--flood"),
+        (
+            &["--pixel-refresh-ms=-1"][..],
+            "non-negative number of milliseconds",
+        ),
+        (
+            &["--flood", "--pixel-refresh-ms", "5"][..],
+            "cannot be used with",
+        ),
         (
             &["--target", "192.0.2.1:2009"][..],
             "use --no-bind for a remote target",
