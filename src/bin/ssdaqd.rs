@@ -89,8 +89,9 @@ struct Cli {
     /// Socket receive buffer to ask the kernel for (e.g. 64M).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     rcvbuf: u64,
-    /// Packet buffers shared by the stages (a power of two).
-    #[arg(long, default_value_t = 2048)]
+    /// Packet buffers shared by the stages (a power of two). Few enough to
+    /// stay in cache: a drain measured 0.96 Mpps with 512, 0.85 with 2048.
+    #[arg(long, default_value_t = 512)]
     buffers: usize,
     /// Seconds between status lines (0: none).
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
