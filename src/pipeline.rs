@@ -122,6 +122,8 @@ pub struct DaemonConfig {
     pub status_interval: Duration,
     /// Record every datagram received in a raw dump.
     pub dump: Option<DumpConfig>,
+    /// Poll the socket instead of sleeping: lowest latency, a whole core.
+    pub busy_poll: bool,
 }
 
 impl Default for DaemonConfig {
@@ -138,6 +140,7 @@ impl Default for DaemonConfig {
             buffers: 512,
             status_interval: Duration::from_secs(5),
             dump: None,
+            busy_poll: false,
         }
     }
 }
@@ -496,6 +499,15 @@ impl Daemon {
         let (to_build, from_recv) = rtrb::RingBuffer::<RecvMeta>::new(cfg.buffers);
         let (to_recv, from_build) = rtrb::RingBuffer::<BufId>::new(cfg.buffers);
         let (core_recv, core_build) = cfg.cores.unzip();
+        let busy_poll = cfg.busy_poll;
+        if busy_poll {
+            info!(
+                "busy-polling: the receive stage{} uses a whole core, never sleeping",
+                core_recv
+                    .map(|c| format!(" (core {c})"))
+                    .unwrap_or_default()
+            );
+        }
         let s = shared.clone();
         let build = thread::Builder::new()
             .name("ssdaq-build".into())
@@ -506,15 +518,16 @@ impl Daemon {
         let recv = thread::Builder::new()
             .name("ssdaq-recv".into())
             .spawn(move || {
-                recv_stage(
-                    &s,
-                    receiver,
+                let stage = RecvStage {
+                    rx: receiver,
                     dump,
+                    busy_poll,
                     to_build,
-                    from_build,
+                    returned: from_build,
                     build_thread,
-                    core_recv,
-                )
+                    core: core_recv,
+                };
+                stage.run(&s)
             })
             .map_err(StartError::Io)?;
         info!(
@@ -587,103 +600,122 @@ fn pin(core: Option<usize>, stage: &str) {
     }
 }
 
-/// The receive stage: socket → inline build or queue.
-fn recv_stage(
-    shared: &Shared,
-    mut rx: Receiver,
-    mut dump: Option<DumpWriter>,
-    mut to_build: rtrb::Producer<RecvMeta>,
-    mut returned: rtrb::Consumer<BufId>,
+/// The receive stage: socket → inline build or queue. It owns these.
+struct RecvStage {
+    rx: Receiver,
+    dump: Option<DumpWriter>,
+    /// Poll instead of sleeping in the kernel.
+    busy_poll: bool,
+    to_build: rtrb::Producer<RecvMeta>,
+    returned: rtrb::Consumer<BufId>,
     build_thread: thread::Thread,
     core: Option<usize>,
-) {
-    pin(core, "receive");
-    let pool = rx.pool().clone();
-    let capacity = to_build.buffer().capacity();
-    let mut batch: Vec<RecvMeta> = Vec::with_capacity(BATCH);
-    let mut error_log = RateLimit::new(LOG_EVERY_NS);
-    let mut next_drop_check = 0;
-    let mut load = LoadMeter::default();
-    while !shared.stop.load(Ordering::Relaxed) {
-        while let Ok(b) = returned.pop() {
-            rx.release(b);
-        }
-        let now = clock::now_ns();
-        // Everything received so far has been built or queued: any datagram
-        // from here on is stamped after this.
-        shared.fence.store(now, Ordering::Release);
-        let queued = to_build.slots() < capacity;
-        let wait = if queued {
-            BUSY_WAIT
-        } else {
-            let until = shared
-                .next_wake
-                .load(Ordering::Relaxed)
-                .min(now + IDLE_WAIT_NS);
-            Duration::from_nanos(until.saturating_sub(now))
-        };
-        let n = match rx.recv(&mut batch, wait) {
-            Ok(n) => n,
-            Err(e) => {
-                shared.recv.errors.fetch_add(1, Ordering::Relaxed);
-                if let Some(held) = error_log.allow(clock::now_ns()) {
-                    warn!("receive error: {e} ({held} more not logged)");
+}
+
+impl RecvStage {
+    /// The receive stage's loop, until the stop flag.
+    fn run(self, shared: &Shared) {
+        let RecvStage {
+            mut rx,
+            mut dump,
+            busy_poll,
+            mut to_build,
+            mut returned,
+            build_thread,
+            core,
+        } = self;
+        pin(core, "receive");
+        let pool = rx.pool().clone();
+        let capacity = to_build.buffer().capacity();
+        let mut batch: Vec<RecvMeta> = Vec::with_capacity(BATCH);
+        let mut error_log = RateLimit::new(LOG_EVERY_NS);
+        let mut next_drop_check = 0;
+        let mut load = LoadMeter::default();
+        while !shared.stop.load(Ordering::Relaxed) {
+            while let Ok(b) = returned.pop() {
+                rx.release(b);
+            }
+            let now = clock::now_ns();
+            // Everything received so far has been built or queued: any datagram
+            // from here on is stamped after this.
+            shared.fence.store(now, Ordering::Release);
+            let queued = to_build.slots() < capacity;
+            let wait = if busy_poll {
+                Duration::ZERO
+            } else if queued {
+                BUSY_WAIT
+            } else {
+                let until = shared
+                    .next_wake
+                    .load(Ordering::Relaxed)
+                    .min(now + IDLE_WAIT_NS);
+                Duration::from_nanos(until.saturating_sub(now))
+            };
+            let n = match rx.recv(&mut batch, wait) {
+                Ok(n) => n,
+                Err(e) => {
+                    shared.recv.errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held) = error_log.allow(clock::now_ns()) {
+                        warn!("receive error: {e} ({held} more not logged)");
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                    continue;
                 }
-                thread::sleep(Duration::from_millis(1));
-                continue;
+            };
+            let now = clock::now_ns();
+            if now >= next_drop_check {
+                if let Some(d) = rx.kernel_drops() {
+                    shared.recv.kernel_drops.store(d, Ordering::Relaxed);
+                }
+                next_drop_check = now + 1_000_000_000;
             }
-        };
-        let now = clock::now_ns();
-        if now >= next_drop_check {
-            if let Some(d) = rx.kernel_drops() {
-                shared.recv.kernel_drops.store(d, Ordering::Relaxed);
+            if let Some(w) = &mut dump {
+                for m in &batch {
+                    let payload = pool.payload(&m.buf, m.len as usize);
+                    w.append(m.arrival_ns, m.src, m.truncated, payload);
+                }
             }
-            next_drop_check = now + 1_000_000_000;
-        }
-        if let Some(w) = &mut dump {
-            for m in &batch {
-                let payload = pool.payload(&m.buf, m.len as usize);
-                w.append(m.arrival_ns, m.src, m.truncated, payload);
-            }
-        }
-        load.add(n, now);
-        if n > 0 {
-            shared.batches.record(n);
-            shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
-            let bytes: u64 = batch.iter().map(|m| m.len as u64).sum();
-            shared.recv.bytes.fetch_add(bytes, Ordering::Relaxed);
-        }
-        // Build here when the build stage is idle and the load is light.
-        let idle = to_build.slots() == capacity;
-        let inline = if idle && n < BATCH && !load.heavy() {
-            shared.asm.try_lock().ok()
-        } else {
-            None
-        };
-        if let Some(mut asm) = inline {
-            for m in batch.drain(..) {
-                asm.process(&pool, &m);
-                rx.release(m.buf);
-            }
+            load.add(n, now);
             if n > 0 {
-                shared.recv.inline_batches.fetch_add(1, Ordering::Relaxed);
+                shared.batches.record(n);
+                shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
+                let bytes: u64 = batch.iter().map(|m| m.len as u64).sum();
+                shared.recv.bytes.fetch_add(bytes, Ordering::Relaxed);
             }
-            // Nothing is queued and all received is built: `now` is exact.
-            asm.housekeeping(clock::now_ns(), shared);
-        } else if n > 0 {
-            for m in batch.drain(..) {
-                // Cannot fail: the queue holds as many entries as there are buffers.
-                let _ = to_build.push(m);
+            // Build here when the build stage is idle and the load is light. (A
+            // busy-polling thread does its wall-clock work only when it is due.)
+            let idle = to_build.slots() == capacity;
+            let due = !busy_poll || n > 0 || now >= shared.next_wake.load(Ordering::Relaxed);
+            let inline = if idle && n < BATCH && !load.heavy() && due {
+                shared.asm.try_lock().ok()
+            } else {
+                None
+            };
+            if let Some(mut asm) = inline {
+                for m in batch.drain(..) {
+                    asm.process(&pool, &m);
+                    rx.release(m.buf);
+                }
+                if n > 0 {
+                    shared.recv.inline_batches.fetch_add(1, Ordering::Relaxed);
+                }
+                // Nothing is queued and all received is built: `now` is exact.
+                asm.housekeeping(clock::now_ns(), shared);
+            } else if n > 0 {
+                for m in batch.drain(..) {
+                    // Cannot fail: the queue holds as many entries as there are buffers.
+                    let _ = to_build.push(m);
+                }
+                shared.recv.queued_batches.fetch_add(1, Ordering::Relaxed);
+                build_thread.unpark();
             }
-            shared.recv.queued_batches.fetch_add(1, Ordering::Relaxed);
-            build_thread.unpark();
         }
-    }
-    shared.fence.store(clock::now_ns(), Ordering::Release);
-    shared.recv_done.store(true, Ordering::Release);
-    build_thread.unpark();
-    if let Some(w) = dump {
-        w.finish();
+        shared.fence.store(clock::now_ns(), Ordering::Release);
+        shared.recv_done.store(true, Ordering::Release);
+        build_thread.unpark();
+        if let Some(w) = dump {
+            w.finish();
+        }
     }
 }
 

@@ -99,6 +99,10 @@ struct Cli {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
+    /// Poll the socket instead of sleeping: the lowest latency at the cost of
+    /// a whole core (use with --cores). Off: the daemon idles near 0 % CPU.
+    #[arg(long)]
+    busy_poll: bool,
     /// Record every datagram in a raw dump: a file to create, or a directory.
     #[arg(long, value_name = "PATH_OR_DIR")]
     dump: Option<std::path::PathBuf>,
@@ -195,6 +199,7 @@ fn config(cli: &Cli) -> DaemonConfig {
         rcvbuf: cli.rcvbuf as usize,
         buffers: cli.buffers,
         status_interval: seconds("--status", cli.status),
+        busy_poll: cli.busy_poll,
         dump: cli.dump.as_ref().map(|path| {
             let builder = &builder_for_dump;
             let mut info = vec![
