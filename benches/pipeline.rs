@@ -1,8 +1,9 @@
 //! The pipeline benchmark: the real `ssdaqd` against the simulator.
 //!
 //! Every figure is a ratio against this machine's own limit, measured in the
-//! same run (these machines are shared and noisy); each is the median of
-//! several trials. `cargo bench --bench pipeline`; `SSDAQ_BENCH_QUICK=1`
+//! same run (these machines are shared and noisy): each daemon trial is
+//! paired with a baseline trial measured just before it, and the ratio
+//! reported is the median of the per-trial ratios. `cargo bench --bench pipeline`; `SSDAQ_BENCH_QUICK=1`
 //! runs a reduced version of all of it in under a minute.
 //!
 //! * **capacity**: the daemon is stopped (SIGSTOP), its socket filled with N
@@ -84,7 +85,7 @@ fn main() {
         Plan {
             quick,
             drain_n: 96_000,
-            trials: 5,
+            trials: 7,
             real_secs: 20.0,
             fast_secs: 10.0,
             dump_bytes: 1 << 30,
@@ -99,69 +100,62 @@ fn main() {
     let started = Instant::now();
     let mut t = Table::default();
 
-    // ── capacity ──
+    // ── capacity ── (each daemon trial paired with a bare trial just before it)
     for (label, args) in [
         ("uring", &["--io", "uring"][..]),
         ("recvmmsg", &["--io", "recvmmsg"][..]),
     ] {
-        let (mut bare, mut daemon, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut pair, mut cpu) = (Pair::default(), Vec::new());
         for _ in 0..plan.trials {
-            bare.push(bare_drain(plan.drain_n));
+            let b = bare_drain(plan.drain_n);
             let d = daemon_drain(plan.drain_n, args, None);
-            daemon.push(d.rate);
+            pair.push(b, d.rate);
             cpu.push(d.cpu_ns_per_datagram);
         }
-        let (b, d) = (median(&bare), median(&daemon));
         println!(
-            "capacity {label:>8}: bare recvmmsg {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2}, CPU {:.2} µs/datagram (trials {:?})",
-            b / 1e6,
-            d / 1e6,
-            d / b,
+            "capacity {label:>8}: bare recvmmsg {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2} (per trial {}), CPU {:.2} µs/datagram",
+            pair.bare() / 1e6,
+            pair.daemon() / 1e6,
+            pair.ratio(),
+            pair.trials(),
             median(&cpu) / 1e3,
-            daemon
-                .iter()
-                .map(|r| format!("{:.2}", r / 1e6))
-                .collect::<Vec<_>>()
         );
-        t.capacity.push((label, b, d, median(&cpu)));
+        t.capacity.push((label, pair));
     }
     {
         let dir = scratch("dump");
-        let (mut bare, mut daemon) = (Vec::new(), Vec::new());
-        for i in 0..plan.trials.min(3) {
-            bare.push(bare_drain(plan.drain_n));
+        for i in 0..plan.trials {
+            let b = bare_drain(plan.drain_n);
             let path = dir.join(format!("drain{i}.raw"));
-            daemon.push(daemon_drain(plan.drain_n, &["--io", "uring"], Some(&path)).rate);
+            t.dump.push(
+                b,
+                daemon_drain(plan.drain_n, &["--io", "uring"], Some(&path)).rate,
+            );
             let _ = std::fs::remove_file(&path);
         }
-        let (b, d) = (median(&bare), median(&daemon));
+        let p = &t.dump;
         println!(
-            "capacity with --dump: bare {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2}",
-            b / 1e6,
-            d / 1e6,
-            d / b
+            "capacity with --dump: bare {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2} (per trial {})",
+            p.bare() / 1e6,
+            p.daemon() / 1e6,
+            p.ratio(),
+            p.trials()
         );
-        t.dump = (b, d);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     // ── end to end ──
-    {
-        let (mut bare, mut daemon) = (Vec::new(), Vec::new());
-        for _ in 0..plan.trials.min(3) {
-            let events = plan.drain_n * 10 / 32;
-            bare.push(bare_pubsub(events));
-            daemon.push(e2e_drain(plan.drain_n));
-        }
-        let (b, d) = (median(&bare), median(&daemon));
-        println!(
-            "end to end: bare ZMQ PUB→SUB {:.0} msg/s, ssdaqd → subscriber {:.0} events/s, ratio {:.2}",
-            b,
-            d,
-            d / b
-        );
-        t.e2e = (b, d);
+    for _ in 0..plan.trials.min(3) {
+        let b = bare_pubsub(plan.drain_n * 10 / 32);
+        t.e2e.push(b, e2e_drain(plan.drain_n));
     }
+    println!(
+        "end to end: bare ZMQ PUB→SUB {:.0} msg/s, ssdaqd → subscriber {:.0} events/s, ratio {:.2} (per trial {})",
+        t.e2e.bare(),
+        t.e2e.daemon(),
+        t.e2e.ratio(),
+        t.e2e.trials()
+    );
 
     // ── latency, CPU, memory at the real rate and at 100× ──
     let real = paced(25.0, plan.real_secs, &[]);
@@ -719,11 +713,50 @@ impl Drop for Daemon {
     }
 }
 
+/// Trials of the daemon, each beside a baseline trial measured just before
+/// it: the ratio is the median of the per-trial ratios, so a machine whose
+/// speed drifts during the run does not skew it.
+#[derive(Default)]
+struct Pair {
+    bare: Vec<f64>,
+    daemon: Vec<f64>,
+}
+
+impl Pair {
+    fn push(&mut self, bare: f64, daemon: f64) {
+        self.bare.push(bare);
+        self.daemon.push(daemon);
+    }
+    fn bare(&self) -> f64 {
+        median(&self.bare)
+    }
+    fn daemon(&self) -> f64 {
+        median(&self.daemon)
+    }
+    fn ratios(&self) -> Vec<f64> {
+        self.daemon
+            .iter()
+            .zip(&self.bare)
+            .map(|(d, b)| d / b)
+            .collect()
+    }
+    fn ratio(&self) -> f64 {
+        median(&self.ratios())
+    }
+    fn trials(&self) -> String {
+        self.ratios()
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 #[derive(Default)]
 struct Table {
-    capacity: Vec<(&'static str, f64, f64, f64)>,
-    dump: (f64, f64),
-    e2e: (f64, f64),
+    capacity: Vec<(&'static str, Pair)>,
+    dump: Pair,
+    e2e: Pair,
     real: Option<Paced>,
     real_pinned: Option<Paced>,
     real_polled: Option<Paced>,
@@ -741,33 +774,32 @@ impl Table {
             self.capacity
                 .iter()
                 .find(|c| c.0 == l)
-                .map_or(0.0, |c| c.2 / c.1)
+                .map_or(0.0, |c| c.1.ratio())
         };
         let ok = |b: bool| if b { "ok" } else { "MISSED" };
         println!();
         println!("| figure | measured | target | |");
         println!("|---|---|---|---|");
-        for (label, b, d, _) in &self.capacity {
-            let r = d / b;
+        for (label, p) in &self.capacity {
             println!(
                 "| capacity, --io {label} | {:.2} × bare recvmmsg ({:.2} / {:.2} Mpps) | ≥ 0.9 | {} |",
-                r,
-                d / 1e6,
-                b / 1e6,
-                ok(r >= 0.9)
+                p.ratio(),
+                p.daemon() / 1e6,
+                p.bare() / 1e6,
+                ok(p.ratio() >= 0.9)
             );
         }
-        let dump_ratio = self.dump.1 / self.dump.0;
+        let dump_ratio = self.dump.ratio();
         println!(
             "| capacity with --dump | {dump_ratio:.2} × bare ({:.2} Mpps) | ≥ 0.8 | {} |",
-            self.dump.1 / 1e6,
+            self.dump.daemon() / 1e6,
             ok(dump_ratio >= 0.8)
         );
-        let e2e = self.e2e.1 / self.e2e.0;
+        let e2e = self.e2e.ratio();
         println!(
             "| end to end, one subscriber | {e2e:.2} × bare PUB→SUB ({:.0} / {:.0} events/s) | ≥ 0.8 | {} |",
-            self.e2e.1,
-            self.e2e.0,
+            self.e2e.daemon(),
+            self.e2e.bare(),
             ok(e2e >= 0.8)
         );
         println!(
