@@ -807,10 +807,20 @@ fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
         events,
         complete,
     };
-    let q = asm.latency.to_zmq.take_interval();
+    // Latency p50/p99 of each stage over this interval.
+    let mut stages = String::new();
     for l in asm.latency.all_mut() {
-        l.take_interval();
+        let q = l.take_interval();
+        if q.count > 0 {
+            stages.push_str(&format!(
+                " {} {}/{}",
+                l.name,
+                human_ns(q.p50),
+                human_ns(q.p99)
+            ));
+        }
     }
+    let b = shared.batches.summary();
     let dump = if shared.dumping {
         let d = shared.dump.snapshot();
         let state = if d.failed { " STOPPED" } else { "" };
@@ -822,7 +832,10 @@ fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
     } else {
         String::new()
     };
-    info!("status: {line}{dump} | arrival→zmq {q}");
+    info!(
+        "status: {line}{dump} | batch mean {:.1} | latency p50/p99:{stages}",
+        b.mean
+    );
 }
 
 /// What a run did, printed when it ends.
