@@ -24,22 +24,24 @@
 //!
 //! The last line is machine-readable: `RESULT key=value …`.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
+
+/// The integration tests' harness: running ssdaqd, its log, /proc figures.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Ssdaqd, Stats, bin, tmpdir};
 
 use ssdaq::dump::{DumpConfig, DumpStats, DumpWriter};
 use ssdaq::listen::EventListener;
 use ssdaq::sim::{self, SimConfig};
 
-const SSDAQD: &str = env!("CARGO_BIN_EXE_ssdaqd");
-const REPLAY: &str = env!("CARGO_BIN_EXE_ssdaq-replay");
 /// Socket buffer for the drain trials (needs root: SO_RCVBUFFORCE).
 const RCVBUF: &str = "512M";
 const RCVBUF_BYTES: usize = 512 << 20;
@@ -123,7 +125,7 @@ fn main() {
         t.capacity.push((label, pair));
     }
     {
-        let dir = scratch("dump");
+        let dir = tmpdir("dump");
         for i in 0..plan.trials {
             let b = bare_drain(plan.drain_n);
             let path = dir.join(format!("drain{i}.raw"));
@@ -276,7 +278,7 @@ fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>) -> Drain {
     if let Some(p) = dump {
         cmd.args(["--dump", p.to_str().unwrap()]);
     }
-    let d = Daemon::start(cmd);
+    let d = Ssdaqd::spawn(cmd);
     d.signal(libc::SIGSTOP);
     flood(d.port, n);
     std::thread::sleep(Duration::from_millis(50));
@@ -284,7 +286,7 @@ fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>) -> Drain {
     d.signal(libc::SIGCONT);
     d.wait_idle();
     let cpu = d.cpu_ns() - cpu0;
-    let s = d.stop();
+    let s = d.stop_stats();
     check_no_loss(&s, n, dump.is_some());
     let span = (s["last_built_ns"] - s["first_arrival_ns"]) as f64 / 1e9;
     Drain {
@@ -299,7 +301,7 @@ fn e2e_drain(n: u64) -> f64 {
     // A queue deep enough for the whole burst: this measures throughput.
     cmd.args(["--cores", "0,1", "--rcvbuf", RCVBUF, "--hwm", "0"])
         .args(DRAIN_TIMEOUTS);
-    let mut d = Daemon::start(cmd);
+    let mut d = Ssdaqd::spawn(cmd);
     let expected = n * 10 / 32;
     let endpoint = d.endpoint.clone();
     let (ready_tx, ready_rx) = channel();
@@ -329,7 +331,7 @@ fn e2e_drain(n: u64) -> f64 {
     std::thread::sleep(Duration::from_millis(50));
     d.signal(libc::SIGCONT);
     let (got, missed, secs) = sub.join().unwrap();
-    let s = d.stop();
+    let s = d.stop_stats();
     check_no_loss(&s, n, false);
     assert_eq!(
         (got, missed),
@@ -394,7 +396,7 @@ struct Paced {
 
 /// The daemon fed by the paced simulator (32 modules) for `secs`.
 fn paced(rate: f64, secs: f64, args: &[&str]) -> Paced {
-    let d = Daemon::start(daemon_cmd(args));
+    let d = Ssdaqd::spawn(daemon_cmd(args));
     std::thread::sleep(Duration::from_millis(300));
     let rss_start = d.rss_kib("VmRSS");
     let stop = Arc::new(AtomicBool::new(false));
@@ -420,7 +422,7 @@ fn paced(rate: f64, secs: f64, args: &[&str]) -> Paced {
     let stats = sender.join().unwrap();
     let (cpu1, wall) = (d.cpu_ns(), t0.elapsed().as_secs_f64());
     let rss_peak = d.rss_kib("VmHWM");
-    let s = d.stop();
+    let s = d.stop_stats();
     let sent = stats.sent();
     check_no_loss(&s, sent, false);
     let q = |k: &str| s[&format!("arrival_to_zmq_{k}")] as f64;
@@ -441,7 +443,7 @@ fn paced(rate: f64, secs: f64, args: &[&str]) -> Paced {
 /// Writes a dump of `bytes` (the simulator's camera), then times `cat` and
 /// `ssdaq-replay` on it from page cache. (bytes, cat GB/s, replay GB/s).
 fn replay_vs_cat(bytes: u64, trials: usize) -> (u64, f64, f64) {
-    let dir = scratch("replay");
+    let dir = tmpdir("replay");
     let path = dir.join("bench.raw");
     let stats = Arc::new(DumpStats::default());
     let info = vec![("modules".to_string(), "0-31".to_string())];
@@ -491,7 +493,7 @@ fn replay_vs_cat(bytes: u64, trials: usize) -> (u64, f64, f64) {
     let (mut cat, mut rep) = (Vec::new(), Vec::new());
     for _ in 0..trials {
         cat.push(len as f64 / time(Command::new("cat").arg(&path)) / 1e9);
-        rep.push(len as f64 / time(Command::new(REPLAY).arg(&path)) / 1e9);
+        rep.push(len as f64 / time(Command::new(bin("ssdaq-replay")).arg(&path)) / 1e9);
     }
     let _ = std::fs::remove_dir_all(&dir);
     (len, median(&cat), median(&rep))
@@ -556,161 +558,15 @@ fn check_no_loss(s: &Stats, n: u64, dump: bool) {
 }
 
 fn daemon_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(SSDAQD);
-    c.args([
-        "-l",
-        "0",
-        "--pub",
-        "tcp://127.0.0.1:*",
-        "--status",
-        "0",
-        "--modules",
-        "0-31",
-    ]);
+    let mut c = Ssdaqd::command(&["--modules", "0-31"]);
     c.args(args);
     c
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ssdaq-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-type Stats = std::collections::HashMap<String, u64>;
-
-/// A running ssdaqd and its log.
-struct Daemon {
-    child: Child,
-    lines: Receiver<String>,
-    port: u16,
-    endpoint: String,
-}
-
-impl Daemon {
-    fn start(mut cmd: Command) -> Daemon {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let err = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let mut d = Daemon {
-            child,
-            lines,
-            port: 0,
-            endpoint: String::new(),
-        };
-        let l = d.wait_for("listening on UDP");
-        let addr = l
-            .split("listening on UDP ")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        d.port = addr.parse::<SocketAddr>().unwrap().port();
-        d.endpoint = l.rsplit(" on ").next().unwrap().trim().to_string();
-        d
-    }
-
-    fn wait_for(&mut self, needle: &str) -> String {
-        let mut log = Vec::new();
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(20)) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(l) => log.push(l),
-                Err(e) => panic!("ssdaqd: no {needle:?} ({e}); its log:\n{}", log.join("\n")),
-            }
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    /// CPU time of all the daemon's threads so far (ns, /proc schedstat).
-    fn cpu_ns(&self) -> u64 {
-        let dir = format!("/proc/{}/task", self.child.id());
-        let mut total = 0;
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let mut s = String::new();
-            if std::fs::File::open(e.path().join("schedstat"))
-                .and_then(|mut f| f.read_to_string(&mut s))
-                .is_ok()
-            {
-                total += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|x| x.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-        total
-    }
-
-    /// Waits until the daemon has used no CPU for 100 ms.
-    fn wait_idle(&self) {
-        let mut last = self.cpu_ns();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            std::thread::sleep(Duration::from_millis(100));
-            let now = self.cpu_ns();
-            if now - last < 2_000_000 || Instant::now() > deadline {
-                return;
-            }
-            last = now;
-        }
-    }
-
-    fn rss_kib(&self, key: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        s.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// SIGINT, then the `stats:` line of the summary.
-    fn stop(mut self) -> Stats {
-        self.signal(libc::SIGINT);
-        let mut stats = None;
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(20)) {
-            if let Some(rest) = l.strip_prefix("stats: ") {
-                stats = Some(
-                    rest.split_whitespace()
-                        .filter_map(|kv| kv.split_once('='))
-                        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
-                        .collect(),
-                );
-            }
-        }
-        let _ = self.child.wait();
-        stats.expect("ssdaqd printed no stats line")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Trials of the daemon, each beside a baseline trial measured just before

@@ -3,19 +3,12 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
 use ssdaq::event::EventView;
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ssdaq-replay-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn replay(args: &[&str]) -> Output {
     Command::new(bin("ssdaq-replay"))
@@ -133,17 +126,7 @@ fn a_full_disk_stops_the_dump_with_one_line_and_the_run_goes_on() {
     let dump = dir.join("run.raw");
     // A 12 MiB file size limit stands in for a full disk: the second 8 MiB
     // preallocation fails with EFBIG.
-    let mut cmd = Command::new(bin("ssdaqd"));
-    cmd.args([
-        "-l",
-        "0",
-        "--pub",
-        "tcp://127.0.0.1:*",
-        "--status",
-        "0",
-        "--modules",
-        "0-31",
-    ]);
+    let mut cmd = Ssdaqd::command(&["--modules", "0-31"]);
     cmd.args(["--dump", dump.to_str().unwrap(), "--dump-chunk", "8M"]);
     // SAFETY: setrlimit is async-signal-safe; the child only execs afterwards.
     unsafe {

@@ -1,12 +1,15 @@
-//! Shared harness of the integration tests: the real binaries on loopback.
+//! Shared harness of the integration tests and the pipeline benchmark: the
+//! real binaries on loopback.
 //!
 //! [`Ssdaqd::start`] runs the real `ssdaqd` on a free UDP port and a free
-//! publisher port, reads its log, and stops it with a real signal.
-//! [`Camera`] sends datagrams from the modules' real loopback source
-//! addresses (127.0.0.100+m). Subscribers are the library's `EventListener`.
+//! publisher port, reads its log, measures its CPU and memory from /proc,
+//! and stops it with a real signal. [`Camera`] sends datagrams from the
+//! modules' real loopback source addresses (127.0.0.100+m). Subscribers are
+//! the library's `EventListener`.
 
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -27,6 +30,17 @@ pub const SEED: u64 = 7;
 pub const SPACING: u64 = 4_000_000;
 /// First readout timestamp (on the 4 ms grid).
 pub const T0: u64 = 1_700_000_000_000_000_000;
+
+/// A fresh scratch directory for this process.
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ssdaq-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The key=value figures of ssdaqd's closing `stats:` line.
+pub type Stats = HashMap<String, u64>;
 
 pub fn bin(name: &str) -> PathBuf {
     let ssdaqd = PathBuf::from(env!("CARGO_BIN_EXE_ssdaqd"));
@@ -49,12 +63,18 @@ pub struct Ssdaqd {
 }
 
 impl Ssdaqd {
-    /// Starts ssdaqd with `args` on free ports and waits until it listens.
-    pub fn start(args: &[&str]) -> Ssdaqd {
+    /// The ssdaqd command on free ports (`-l 0`, a wildcard `--pub` port),
+    /// without the status line, plus `args`.
+    pub fn command(args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("ssdaqd"));
         cmd.args(["-l", "0", "--pub", "tcp://127.0.0.1:*", "--status", "0"])
             .args(args);
-        Ssdaqd::spawn(cmd)
+        cmd
+    }
+
+    /// Starts ssdaqd with `args` on free ports and waits until it listens.
+    pub fn start(args: &[&str]) -> Ssdaqd {
+        Ssdaqd::spawn(Ssdaqd::command(args))
     }
 
     /// Starts a prepared ssdaqd command (which must use `-l 0` and a
@@ -134,10 +154,14 @@ impl Ssdaqd {
         l
     }
 
-    /// Sends a signal and waits for exit; returns status and the whole log.
-    pub fn stop_with(self, signal: i32) -> (ExitStatus, String) {
+    pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Sends a signal and waits for exit; returns status and the whole log.
+    pub fn stop_with(self, signal: i32) -> (ExitStatus, String) {
+        self.signal(signal);
         self.finish()
     }
 
@@ -159,6 +183,61 @@ impl Ssdaqd {
             self.log.push(l);
         }
         (status, self.log.join("\n"))
+    }
+}
+
+impl Ssdaqd {
+    /// CPU time of all the daemon's threads so far, ns (/proc schedstat).
+    pub fn cpu_ns(&self) -> u64 {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let mut total = 0;
+        for task in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        total
+    }
+
+    /// Waits until the daemon has used no CPU for 100 ms.
+    pub fn wait_idle(&self) {
+        let deadline = Instant::now() + WAIT;
+        let mut last = self.cpu_ns();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.cpu_ns();
+            if now - last < 2_000_000 || Instant::now() > deadline {
+                return;
+            }
+            last = now;
+        }
+    }
+
+    /// A /proc/PID/status figure in KiB, e.g. `VmRSS` or `VmHWM` (peak).
+    pub fn rss_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGINT, a clean exit, and the figures of the closing `stats:` line.
+    pub fn stop_stats(self) -> Stats {
+        let (status, log) = self.stop();
+        assert!(status.success(), "ssdaqd did not stop cleanly:\n{log}");
+        let line = log.lines().rev().find_map(|l| l.strip_prefix("stats: "));
+        let line = line.unwrap_or_else(|| panic!("ssdaqd printed no stats line:\n{log}"));
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
+            .collect()
     }
 }
 
