@@ -59,8 +59,8 @@ pub(super) struct Uring {
     msghdr: Box<libc::msghdr>,
     pub(super) pool: Arc<PacketPool>,
     fd: RawFd,
-    /// The first `recv` enables the ring (and so becomes its submitter).
-    enabled: bool,
+    /// The thread whose first `recv` enabled the ring (its only submitter).
+    owner: Option<std::thread::ThreadId>,
     /// A multishot receive is in flight.
     armed: bool,
     /// Buffers published to the ring and not yet completed by the kernel.
@@ -104,7 +104,7 @@ impl Uring {
             msghdr: recv_msghdr(),
             pool,
             fd,
-            enabled: false,
+            owner: None,
             armed: false,
             in_kernel,
             arms: 0,
@@ -115,11 +115,16 @@ impl Uring {
 
     pub(super) fn recv(&mut self, out: &mut Vec<RecvMeta>, timeout: Duration) -> io::Result<usize> {
         let timeout = clamp_timeout(timeout);
-        self.in_kernel += usize::from(self.bufs.publish());
-        if !self.enabled {
-            self.ring.submitter().register_enable_rings()?;
-            self.enabled = true;
+        let me = std::thread::current().id();
+        match self.owner {
+            Some(owner) if owner != me => return Err(wrong_thread()),
+            Some(_) => {}
+            None => {
+                self.ring.submitter().register_enable_rings()?;
+                self.owner = Some(me);
+            }
         }
+        self.in_kernel += usize::from(self.bufs.publish());
         // Completions left over when the previous call filled its batch.
         if !self.ring.completion().is_empty() {
             let n = self.harvest(out);
@@ -151,12 +156,7 @@ impl Uring {
                     Some(libc::ETIME | libc::EINTR) => return Ok(0),
                     // The completion queue is full: reap it.
                     Some(libc::EBUSY) => {}
-                    Some(libc::EEXIST) => {
-                        return Err(io::Error::other(
-                            "io_uring: recv called from a thread other than \
-                             the one that first called it",
-                        ));
-                    }
+                    Some(libc::EEXIST) => return Err(wrong_thread()),
                     _ => return Err(e),
                 },
             }
@@ -327,6 +327,10 @@ fn build_ring(cq_entries: u32, disabled: bool) -> io::Result<IoUring> {
         b.setup_r_disabled();
     }
     b.build(SQ_ENTRIES).map_err(context("io_uring_setup"))
+}
+
+fn wrong_thread() -> io::Error {
+    io::Error::other("io_uring: recv called from a thread other than the one that first called it")
 }
 
 /// Prefixes an error with the step that failed, keeping its kind.
