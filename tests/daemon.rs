@@ -286,29 +286,36 @@ fn format_v2_publishes_ssreadout_messages() {
 }
 
 #[test]
-fn both_receive_backends_build_the_same_events() {
+fn every_receive_mode_builds_the_same_events() {
+    // io_uring, recvmmsg, and each busy-polling instead of sleeping.
+    let modes: [(&[&str], &str); 4] = [
+        (&["--io", "uring"], "(io_uring,"),
+        (&["--io", "recvmmsg"], "(recvmmsg,"),
+        (&["--io", "uring", "--busy-poll"], "(io_uring,"),
+        (&["--io", "recvmmsg", "--busy-poll"], "(recvmmsg,"),
+    ];
     let mut streams = Vec::new();
-    for io in ["uring", "recvmmsg"] {
-        let mut d = Ssdaqd::start(&["--io", io, "--modules", "0-31"]);
-        assert!(
-            d.log[0].contains(if io == "uring" {
-                "(io_uring,"
-            } else {
-                "(recvmmsg,"
-            }),
-            "{}",
-            d.log[0]
-        );
+    for (args, backend) in modes {
+        let mut d = Ssdaqd::start(&[args, &["--modules", "0-31"][..]].concat());
+        let listening = d.wait_for("listening on UDP");
+        assert!(listening.contains(backend), "{args:?}: {listening}");
+        if args.contains(&"--busy-poll") {
+            d.wait_for("busy-polling");
+        }
         let mut sub = d.subscribe();
         let cam = Camera::new(32, d.port);
         send_frames(&cam, 5, &[(2, 3)]);
         streams.push(receive(&mut sub, 50));
         assert!(d.stop().0.success());
     }
-    assert!(
-        streams[0] == streams[1],
-        "io_uring and recvmmsg streams differ"
-    );
+    for (i, s) in streams.iter().enumerate().skip(1) {
+        assert!(
+            *s == streams[0],
+            "{:?} differs from {:?}",
+            modes[i].0,
+            modes[0].0
+        );
+    }
 }
 
 #[test]
