@@ -220,53 +220,53 @@ impl Publisher {
             self.stats.errors += 1;
             return;
         }
-        let sock = self.sock.as_mut_ptr();
-        // SAFETY: `msg` was initialised above; `sock` is our live socket,
-        // used only from this thread. On success libzmq owns the message.
-        let sent = |msg: *mut zmq_sys::zmq_msg_t| unsafe { zmq_sys::zmq_msg_send(msg, sock, zmq_sys::ZMQ_DONTWAIT as i32) } >= 0;
-        if sent(msg.as_mut_ptr()) {
-            self.stats.sent += 1;
-            return;
-        }
-        // SAFETY: reads libzmq's thread-local errno.
-        let errno = unsafe { zmq_sys::zmq_errno() };
-        if errno == zmq_sys::errno::EAGAIN {
-            // A subscriber's queue is full: count it and deliver to the others.
-            self.stats.hwm_drops += 1;
-            let _ = self.set_nodrop(false);
-            let ok = sent(msg.as_mut_ptr());
-            let _ = self.set_nodrop(true);
-            if ok {
-                self.stats.sent += 1;
-                return;
+        let msg = msg.as_mut_ptr();
+        let sent = self.deliver(|sock| {
+            // SAFETY: `msg` was initialised above and is still ours (a failed
+            // send leaves it with us); `sock` is our live socket, used only
+            // from this thread. On success libzmq owns the message.
+            if unsafe {
+                zmq_sys::zmq_msg_send(msg, sock.as_mut_ptr(), zmq_sys::ZMQ_DONTWAIT as i32)
+            } >= 0
+            {
+                Ok(())
+            } else {
+                // SAFETY: reads libzmq's thread-local errno.
+                Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
             }
+        });
+        if !sent {
+            // SAFETY: the send failed, so `msg` is still ours: closing it
+            // hands the buffer back through `give_back`.
+            unsafe { zmq_sys::zmq_msg_close(msg) };
         }
-        self.stats.errors += 1;
-        // SAFETY: the send failed, so `msg` is still ours: closing it hands
-        // the buffer back through `give_back`.
-        unsafe { zmq_sys::zmq_msg_close(msg.as_mut_ptr()) };
     }
 
     /// Hands one message to ZeroMQ without blocking (copying it).
     #[inline]
     pub fn send(&mut self, msg: &[u8]) {
-        match self.sock.send(msg, zmq::DONTWAIT) {
+        self.deliver(|sock| sock.send(msg, zmq::DONTWAIT));
+    }
+
+    /// The high-water-mark policy, for both kinds of send: try with NODROP
+    /// on; if some subscriber's queue is full, count the drop and try once
+    /// more with NODROP off, so only that subscriber misses the message.
+    /// Counts what was sent or failed; true if sent.
+    #[inline]
+    fn deliver(&mut self, mut try_send: impl FnMut(&mut zmq::Socket) -> zmq::Result<()>) -> bool {
+        let mut r = try_send(&mut self.sock);
+        if r == Err(zmq::Error::EAGAIN) {
+            self.stats.hwm_drops += 1;
+            r = self
+                .set_nodrop(false)
+                .and_then(|_| try_send(&mut self.sock));
+            let _ = self.set_nodrop(true);
+        }
+        match r {
             Ok(()) => self.stats.sent += 1,
-            Err(zmq::Error::EAGAIN) => {
-                // Some subscriber's queue is full: count it, and deliver to
-                // the others with NODROP off for this one message.
-                self.stats.hwm_drops += 1;
-                let lossy = self
-                    .set_nodrop(false)
-                    .and_then(|_| self.sock.send(msg, zmq::DONTWAIT));
-                let _ = self.set_nodrop(true);
-                match lossy {
-                    Ok(()) => self.stats.sent += 1,
-                    Err(_) => self.stats.errors += 1,
-                }
-            }
             Err(_) => self.stats.errors += 1,
         }
+        r.is_ok()
     }
 
     /// Reads subscription messages (never blocks); returns the last change seen.
