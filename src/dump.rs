@@ -478,7 +478,6 @@ pub struct DumpWriter {
     helper: Option<JoinHandle<()>>,
     helper_thread: thread::Thread,
     stats: Arc<DumpStats>,
-    failed: Arc<AtomicBool>,
     max_file_size: usize,
 }
 
@@ -519,11 +518,10 @@ impl DumpWriter {
         info!("dumping every datagram to {}", first.path.display());
         let (requests, req_rx) = channel();
         let (next_tx, next) = channel();
-        let failed = Arc::new(AtomicBool::new(false));
-        let (h_first, h_stats, h_failed) = (first.clone(), stats.clone(), failed.clone());
+        let (h_first, h_stats) = (first.clone(), stats.clone());
         let helper = thread::Builder::new()
             .name("ssdaq-dump".into())
-            .spawn(move || helper(plan, h_first, req_rx, next_tx, h_stats, h_failed))?;
+            .spawn(move || helper(plan, h_first, req_rx, next_tx, h_stats))?;
         let helper_thread = helper.thread().clone();
         Ok(DumpWriter {
             current: Some(first),
@@ -532,7 +530,6 @@ impl DumpWriter {
             helper: Some(helper),
             helper_thread,
             stats,
-            failed,
             max_file_size,
         })
     }
@@ -545,7 +542,7 @@ impl DumpWriter {
     /// Records one datagram. Never blocks, never allocates, no syscall.
     #[inline]
     pub fn append(&mut self, arrival_ns: u64, src: SocketAddrV4, truncated: bool, payload: &[u8]) {
-        if self.failed.load(Ordering::Relaxed) {
+        if self.stats.failed.load(Ordering::Relaxed) {
             self.stats.not_recorded.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -647,11 +644,9 @@ fn helper(
     requests: Receiver<Request>,
     next_tx: Sender<Arc<DumpFile>>,
     stats: Arc<DumpStats>,
-    failed: Arc<AtomicBool>,
 ) {
     let fail = |what: String| {
-        if !failed.swap(true, Ordering::Relaxed) {
-            stats.failed.store(true, Ordering::Relaxed);
+        if !stats.failed.swap(true, Ordering::Relaxed) {
             error!("dump stopped: {what}; receiving, building and publishing go on");
         }
     };
@@ -674,7 +669,7 @@ fn helper(
                 Err(TryRecvError::Empty) => break,
             }
         }
-        if let (Some(f), false) = (&current, failed.load(Ordering::Relaxed)) {
+        if let (Some(f), false) = (&current, stats.failed.load(Ordering::Relaxed)) {
             let written = f.written.load(Ordering::Acquire);
             let allocated = f.allocated.load(Ordering::Relaxed);
             if allocated < written + plan.chunk_size / 2 && allocated < f.map.len() {
