@@ -187,7 +187,29 @@ fn config(cli: &Cli) -> DaemonConfig {
             }
         }
     }
-    let builder_for_dump = builder.clone();
+    let dump = cli.dump.as_ref().map(|path| {
+        let mut info = vec![
+            (
+                "ssdaqd_version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+            (
+                "command_line".to_string(),
+                std::env::args().collect::<Vec<_>>().join(" "),
+            ),
+            (
+                "format".to_string(),
+                format!("{:?}", cli.format).to_lowercase(),
+            ),
+        ];
+        info.extend(builder.to_pairs());
+        DumpConfig {
+            path: path.clone(),
+            max_file_size: cli.dump_max_size,
+            chunk_size: cli.dump_chunk,
+            info,
+        }
+    });
     DaemonConfig {
         listen: SocketAddrV4::new(cli.listen_addr, cli.listen_port),
         endpoint: publish::endpoint_from(cli.pub_endpoint.as_deref(), cli.pub_port),
@@ -200,30 +222,7 @@ fn config(cli: &Cli) -> DaemonConfig {
         buffers: cli.buffers,
         status_interval: seconds("--status", cli.status),
         busy_poll: cli.busy_poll,
-        dump: cli.dump.as_ref().map(|path| {
-            let builder = &builder_for_dump;
-            let mut info = vec![
-                (
-                    "ssdaqd_version".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                ),
-                (
-                    "command_line".to_string(),
-                    std::env::args().collect::<Vec<_>>().join(" "),
-                ),
-                (
-                    "format".to_string(),
-                    format!("{:?}", cli.format).to_lowercase(),
-                ),
-            ];
-            info.extend(builder.to_pairs());
-            DumpConfig {
-                path: path.clone(),
-                max_file_size: cli.dump_max_size,
-                chunk_size: cli.dump_chunk,
-                info,
-            }
-        }),
+        dump,
     }
 }
 
