@@ -299,11 +299,11 @@ impl Assembly {
         self.span.last_arrival_ns = d.arrival_ns;
         self.span.last_built_ns = now;
         match outcome {
-            Outcome::Accepted {
-                dropped_readouts: 0,
-            } => self.latency.to_slot.record(since(d.arrival_ns, now)),
             Outcome::Accepted { dropped_readouts } => {
                 self.latency.to_slot.record(since(d.arrival_ns, now));
+                if dropped_readouts == 0 {
+                    return;
+                }
                 if let Some(held) = self.readout_log.allow(now) {
                     let s = self.builder.stats();
                     warn!(
