@@ -119,9 +119,34 @@ pub fn run(
     sink: &mut impl EventSink,
     mut each: impl FnMut(&Record<'_>) -> bool,
 ) -> ReplayStats {
-    let mut stats = ReplayStats::default();
     let relaxed = builder.config().relaxed_ip;
-    'files: for dump in dumps {
+    let stats = walk(dumps, relaxed, |r| {
+        if !each(r) {
+            return false;
+        }
+        let d = Datagram {
+            payload: r.payload,
+            src: *r.src.ip(),
+            arrival_ns: r.arrival_ns,
+            truncated: r.truncated,
+        };
+        builder.push(d, sink);
+        true
+    });
+    builder.flush(sink);
+    stats
+}
+
+/// Counts what `dumps` hold without building (`ssdaq-replay --info`).
+pub fn survey(dumps: &[Dump], relaxed: bool) -> ReplayStats {
+    walk(dumps, relaxed, |_| true)
+}
+
+/// Reads every record of `dumps` in order, counting records, sources and
+/// problems; `take` handles each record and may stop the walk with false.
+fn walk(dumps: &[Dump], relaxed: bool, mut take: impl FnMut(&Record<'_>) -> bool) -> ReplayStats {
+    let mut stats = ReplayStats::default();
+    for dump in dumps {
         stats.files += 1;
         stats.bytes += dump.len();
         for e in dump.entries() {
@@ -129,38 +154,11 @@ pub fn run(
                 note_problem(&mut stats, dump.path(), &e);
                 continue;
             };
-            if !each(&r) {
-                break 'files;
+            if !take(&r) {
+                return stats;
             }
             stats.records += 1;
             stats.count_source(&r, relaxed);
-            let d = Datagram {
-                payload: r.payload,
-                src: *r.src.ip(),
-                arrival_ns: r.arrival_ns,
-                truncated: r.truncated,
-            };
-            builder.push(d, sink);
-        }
-    }
-    builder.flush(sink);
-    stats
-}
-
-/// Counts what `dumps` hold without building (`ssdaq-replay --info`).
-pub fn survey(dumps: &[Dump], relaxed: bool) -> ReplayStats {
-    let mut stats = ReplayStats::default();
-    for dump in dumps {
-        stats.files += 1;
-        stats.bytes += dump.len();
-        for e in dump.entries() {
-            match e {
-                Entry::Record(r) => {
-                    stats.records += 1;
-                    stats.count_source(&r, relaxed);
-                }
-                _ => note_problem(&mut stats, dump.path(), &e),
-            }
         }
     }
     stats
