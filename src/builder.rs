@@ -57,9 +57,6 @@ use std::net::Ipv4Addr;
 use crate::event::{EventBuf, EventHeader, Format};
 use crate::packet::{self, N_MODULES, Readout, Reject};
 
-/// Every module of the camera, as a bit mask.
-pub const ALL_MODULES: u32 = u32::MAX;
-
 /// Whether `present` holds every module of a non-empty `expected` set.
 #[inline]
 pub fn covers(present: u32, expected: u32) -> bool {
