@@ -89,7 +89,12 @@ pub struct Publisher {
     sock: zmq::Socket,
     _ctx: zmq::Context,
     lending: Box<Lending>,
-    spares: Receiver<Box<EventBuf>>,
+    /// Lent buffers coming back from libzmq, in the order it freed them.
+    returned: Receiver<Box<EventBuf>>,
+    /// Buffers at hand, the most recently returned on top: it is the one
+    /// still in cache (a FIFO of all 256 would write every event into the
+    /// coldest of 4 MiB).
+    spares: Vec<Box<EventBuf>>,
     format: Format,
     endpoint: String,
     stats: PublishStats,
@@ -140,15 +145,14 @@ impl Publisher {
         sock.set_sndhwm(hwm).map_err(err)?;
         sock.set_linger(LINGER_MS).map_err(err)?;
         sock.set_xpub_verbose(true).map_err(err)?;
-        let (returns, spares) = sync_channel(LEND_BUFFERS);
-        for _ in 0..LEND_BUFFERS {
-            let _ = returns.try_send(EventBuf::new_boxed());
-        }
+        let (returns, returned) = sync_channel(LEND_BUFFERS);
+        let spares = (0..LEND_BUFFERS).map(|_| EventBuf::new_boxed()).collect();
         let offset = EventBuf::message_offset(format);
         let mut p = Publisher {
             sock,
             _ctx: ctx,
             lending: Box::new(Lending { returns, offset }),
+            returned,
             spares,
             format,
             endpoint: endpoint.to_string(),
@@ -195,7 +199,10 @@ impl Publisher {
     /// is at hand, without copying it.
     #[inline]
     pub fn send_event(&mut self, ev: &mut Event<'_>) {
-        let Ok(mut buf) = self.spares.try_recv() else {
+        while let Ok(b) = self.returned.try_recv() {
+            self.spares.push(b);
+        }
+        let Some(mut buf) = self.spares.pop() else {
             // Every spare is in flight: copy.
             return self.send(ev.encode(self.format));
         };
@@ -267,6 +274,15 @@ impl Publisher {
             Err(_) => self.stats.errors += 1,
         }
         r.is_ok()
+    }
+
+    /// Buffers ready to be lent (every returned one collected first).
+    #[cfg(test)]
+    fn at_hand(&mut self) -> usize {
+        while let Ok(b) = self.returned.try_recv() {
+            self.spares.push(b);
+        }
+        self.spares.len()
     }
 
     /// Reads subscription messages (never blocks); returns the last change seen.
@@ -479,9 +495,7 @@ mod tests {
             // With the subscriber gone every lent buffer returns.
             let mut back = 0;
             for _ in 0..500 {
-                while p.spares.try_recv().is_ok() {
-                    back += 1;
-                }
+                back = p.at_hand();
                 if back == LEND_BUFFERS {
                     break;
                 }
@@ -499,10 +513,26 @@ mod tests {
         let mut p = Publisher::bind("tcp://127.0.0.1:*", Format::V1, 10).unwrap();
         build_events(LEND_BUFFERS as u64, |ev| p.send_event(ev));
         assert_eq!(p.stats().sent, 10 * LEND_BUFFERS as u64);
-        let mut back = 0;
-        while p.spares.try_recv().is_ok() {
-            back += 1;
-        }
-        assert_eq!(back, LEND_BUFFERS);
+        assert_eq!(p.at_hand(), LEND_BUFFERS);
+    }
+
+    #[test]
+    fn the_buffer_returned_last_is_lent_next_so_few_buffers_stay_in_use() {
+        // Without subscribers every lent buffer comes back at once. Taken
+        // last-in first-out, the events of a steady camera keep cycling
+        // through the same few buffers (in cache); first-in first-out they
+        // would walk through every spare in turn.
+        let mut p = Publisher::bind("tcp://127.0.0.1:*", Format::V1, 10).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        build_events(LEND_BUFFERS as u64, |ev| {
+            seen.insert(ev.buf() as *const EventBuf as usize);
+            p.send_event(ev)
+        });
+        assert_eq!(p.stats().sent, 10 * LEND_BUFFERS as u64);
+        assert!(
+            seen.len() <= 20,
+            "{} distinct buffers held events, of {LEND_BUFFERS} spares",
+            seen.len()
+        );
     }
 }
