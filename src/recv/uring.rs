@@ -1,12 +1,15 @@
 //! The io_uring backend: one multishot `RecvMsgMulti` fed by a ring of
 //! provided buffers.
 //!
-//! Every buffer of the pool is put in a provided-buffer ring (page-aligned,
+//! Buffers of the pool are put in a provided-buffer ring (page-aligned,
 //! `mmap`ed, registered as buffer group `BGID`). The kernel takes buffers from
 //! the ring's head as datagrams arrive, writes `io_uring_recvmsg_out` (16
 //! bytes), the sender's `sockaddr_in` (16 bytes) and the payload, and posts
-//! one completion per datagram naming the buffer. Released buffers go back at
-//! the ring's tail; the tail is published with one Release store per `recv`.
+//! one completion per datagram naming the buffer. The ring is kept shallow
+//! ([`RING_FILL`] buffers): released buffers wait on a last-in first-out
+//! stack and each `recv` tops the ring up from its top, so the kernel keeps
+//! writing into the few buffers that are still in cache. The tail is
+//! published with one Release store per `recv`.
 //!
 //! The ring is set up `SINGLE_ISSUER` + `DEFER_TASKRUN`: the kernel does the
 //! receive work when this thread waits for completions, in batches, instead
@@ -47,6 +50,13 @@ const RECV: u64 = 1;
 const BGID: u16 = 0;
 /// Submission entries: the receive is the only request in flight.
 const SQ_ENTRIES: u32 = 4;
+/// Buffers kept in the kernel's ring; the rest of the pool waits on a
+/// last-in first-out stack. The kernel takes ring buffers in ring order, so
+/// a ring holding the whole pool would cycle through all of it and write
+/// each datagram into the buffer used longest ago (measured: draining with
+/// 4096 buffers in the ring, 0.90 Mpps against 1.10 with 256). Four batches
+/// is enough for the ~33 completions the kernel produces per wait.
+const RING_FILL: usize = 4 * BATCH;
 
 pub(super) struct Uring {
     // Field order is drop order, after `Drop::drop` has unregistered the
@@ -65,6 +75,9 @@ pub(super) struct Uring {
     armed: bool,
     /// Buffers published to the ring and not yet completed by the kernel.
     in_kernel: usize,
+    /// Buffers this backend owns that are not in the ring, the most
+    /// recently released (still in cache) on top; capacity = pool size.
+    free: Vec<u32>,
     arms: u64,
     starved: u64,
     errors: ErrorLog,
@@ -85,10 +98,11 @@ impl Uring {
         let cq_entries = (2 * n).max(64) as u32;
         let ring = build_ring(cq_entries, true)?;
         let mut bufs = BufRing::new(n).map_err(context("mapping the buffer ring"))?;
-        for i in 0..n as u32 {
-            bufs.push(&pool, i);
-        }
-        let in_kernel = usize::from(bufs.publish());
+        let mut free = Vec::with_capacity(n);
+        // Reversed, so that the ring starts with buffers 0, 1, 2 …
+        free.extend((0..n as u32).rev());
+        let mut in_kernel = 0;
+        top_up(&mut bufs, &pool, &mut free, &mut in_kernel);
         // SAFETY: `bufs` is a page-aligned mapping of `n` entries (n a power
         // of two <= 32768), each naming a whole buffer of `pool`. Both stay
         // alive until `Drop` has unregistered the group: this struct owns
@@ -107,6 +121,7 @@ impl Uring {
             owner: None,
             armed: false,
             in_kernel,
+            free,
             arms: 0,
             starved: 0,
             errors: ErrorLog::default(),
@@ -124,7 +139,12 @@ impl Uring {
                 self.owner = Some(me);
             }
         }
-        self.in_kernel += usize::from(self.bufs.publish());
+        top_up(
+            &mut self.bufs,
+            &self.pool,
+            &mut self.free,
+            &mut self.in_kernel,
+        );
         // Completions left over when the previous call filled its batch.
         if !self.ring.completion().is_empty() {
             let n = self.harvest(out);
@@ -188,11 +208,11 @@ impl Uring {
         let arrival_ns = now_ns();
         let Uring {
             ring,
-            bufs,
             msghdr,
             pool,
             armed,
             in_kernel,
+            free,
             errors,
             ..
         } = self;
@@ -234,7 +254,7 @@ impl Uring {
                 }
                 Err(what) => {
                     errors.record(what, &format_args!("completion result {res}"));
-                    bufs.push(pool, i);
+                    free.push(i);
                 }
             }
         }
@@ -243,7 +263,8 @@ impl Uring {
 
     pub(super) fn release(&mut self, buf: BufId) {
         let i = self.pool.redeem(buf);
-        self.bufs.push(&self.pool, i);
+        debug_assert!(self.free.len() < self.free.capacity());
+        self.free.push(i);
     }
 
     pub(super) fn stats(&self) -> RecvStats {
@@ -272,6 +293,17 @@ impl Drop for Uring {
             self.bufs.leak = true;
         }
     }
+}
+
+/// Refills the kernel's ring up to [`RING_FILL`] buffers from the top of
+/// the free stack and shows them to the kernel.
+fn top_up(bufs: &mut BufRing, pool: &PacketPool, free: &mut Vec<u32>, in_kernel: &mut usize) {
+    while *in_kernel < RING_FILL {
+        let Some(i) = free.pop() else { break };
+        bufs.push(pool, i);
+        *in_kernel += 1;
+    }
+    bufs.publish();
 }
 
 /// Checks one received completion and returns (payload length, sender,
