@@ -37,10 +37,58 @@ pub fn adc_to_mv(raw: u16) -> f64 {
     (raw ^ 0x8000) as f64 * MV_PER_COUNT
 }
 
+/// Converts 32 big-endian raw counts to little-endian mV.
+///
+/// On x86-64 with explicit SSE2 (part of the x86-64 baseline): swap bytes,
+/// flip the top bit, widen, convert and scale eight counts at a time, and
+/// write the result with non-temporal stores. An event buffer is written
+/// once per event, 40 ms after it was last touched, so its lines are no
+/// longer in cache; an ordinary store first reads each line it writes
+/// ("read for ownership"), a non-temporal store writes whole lines without
+/// reading them. Measured: building a camera burst of 32 datagrams in one
+/// batch, 1.40 → 1.10 µs per datagram. Other threads may only read the
+/// rows after [`EventBuf::publish_rows`]. The result is bit-identical to
+/// [`adc_to_mv`] (the widening and conversion are exact, the product is
+/// one IEEE multiplication either way).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64; 32]) {
+    use std::arch::x86_64::*;
+    let out = dst.as_mut_ptr().cast::<f64>();
+    // Event rows start 16-byte aligned (EventBuf is 32-aligned, rows are
+    // 512 bytes from byte 32): what the non-temporal store needs.
+    assert!(out as usize % 16 == 0, "mV row not 16-byte aligned");
+    let input = src.as_ptr().cast::<__m128i>();
+    // SAFETY: SSE2 is part of the x86-64 baseline. `input` covers the 64
+    // bytes of `src` (4 unaligned 16-byte loads); `out` covers the 256
+    // bytes of `dst` (16 aligned 16-byte stores, alignment checked above),
+    // which we borrow mutably.
+    unsafe {
+        let flip = _mm_set1_epi16(0x8000u16 as i16);
+        let zero = _mm_setzero_si128();
+        let scale = _mm_set1_pd(MV_PER_COUNT);
+        for i in 0..4 {
+            let raw = _mm_loadu_si128(input.add(i));
+            let native = _mm_or_si128(_mm_slli_epi16::<8>(raw), _mm_srli_epi16::<8>(raw));
+            let v = _mm_xor_si128(native, flip);
+            for (j, four) in [_mm_unpacklo_epi16(v, zero), _mm_unpackhi_epi16(v, zero)]
+                .into_iter()
+                .enumerate()
+            {
+                let at = out.add(8 * i + 4 * j);
+                _mm_stream_pd(at, _mm_mul_pd(_mm_cvtepi32_pd(four), scale));
+                let upper = _mm_srli_si128::<8>(four);
+                _mm_stream_pd(at.add(2), _mm_mul_pd(_mm_cvtepi32_pd(upper), scale));
+            }
+        }
+    }
+}
+
 /// Converts 32 big-endian raw counts to little-endian mV. Written as plain
 /// array arithmetic into a local array so the compiler vectorizes it (swap,
 /// flip, widen, scale), then stored as bytes (`array::map` here was not
 /// inlined in the daemon's build and cost 40 % of a drain: measured).
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64; 32]) {
     let mut mv = [0f64; 32];
@@ -180,6 +228,19 @@ impl EventBuf {
         convert_half(lo, (&mut row[..32]).try_into().expect("32 pixels"));
         convert_half(hi, (&mut row[32..]).try_into().expect("32 pixels"));
         self.ts[module] = [U64::new(r.primary_ts()), U64::new(r.aux_ts())];
+    }
+
+    /// Makes every row written so far visible to other threads before the
+    /// buffer is handed on (the rows may have been written with
+    /// non-temporal stores, which other cores see in no particular order
+    /// until a store fence). Call it once per event, before publishing.
+    #[inline]
+    pub fn publish_rows(&self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE is part of the x86-64 baseline; a fence has no operands.
+        unsafe {
+            std::arch::x86_64::_mm_sfence()
+        };
     }
 
     /// Marks `module` missing: NaN row, zero timestamps (PROTOCOL.md §4).
