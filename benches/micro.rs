@@ -549,6 +549,7 @@ fn dump_config(path: PathBuf, info: Vec<(String, String)>) -> DumpConfig {
         max_file_size: 8 << 30,
         chunk_size: DumpConfig::DEFAULT_CHUNK_SIZE,
         info,
+        helper_core: None,
     }
 }
 

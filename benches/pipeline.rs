@@ -452,6 +452,7 @@ fn replay_vs_cat(bytes: u64, trials: usize) -> (u64, f64, f64) {
         max_file_size: 2 * bytes + (64 << 20),
         chunk_size: 64 << 20,
         info,
+        helper_core: None,
     };
     let mut w = DumpWriter::create(&cfg, stats.clone()).unwrap();
     let (spacing, t0) = (4_000_000u64, 1_700_000_000_000_000_000u64);

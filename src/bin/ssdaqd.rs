@@ -208,6 +208,8 @@ fn config(cli: &Cli) -> DaemonConfig {
             max_file_size: cli.dump_max_size,
             chunk_size: cli.dump_chunk,
             info,
+            // Set by the daemon from --cores.
+            helper_core: None,
         }
     });
     DaemonConfig {
