@@ -196,6 +196,9 @@ struct RecvCounters {
     queued_batches: AtomicU64,
     errors: AtomicU64,
     kernel_drops: AtomicU64,
+    /// Times the receive stage waited for the build stage to hand buffers
+    /// back (it held every one: building was the slower stage).
+    build_bound: AtomicU64,
     /// From the receiver's own [`recv::RecvStats`], copied once a second.
     starved: AtomicU64,
     rearms: AtomicU64,
@@ -237,10 +240,13 @@ impl Shared {
     }
 }
 
-/// The builder and the publisher, with what they measure.
+/// The builder and the publisher, with what they measure, and the raw
+/// dump: every datagram is recorded where it is built, in arrival order.
 struct Assembly {
     builder: Builder,
     publisher: Publisher,
+    /// Written by whichever stage builds (see [`Assembly::process`]).
+    dump: Option<DumpWriter>,
     latency: StageLatency,
     reject_logs: [RateLimit; Reject::ALL.len()],
     out_of_sync_log: RateLimit,
@@ -301,7 +307,14 @@ impl Assembly {
         )
     }
 
-    /// Builds one received datagram.
+    /// Records one received datagram in the dump, if any, and builds it.
+    ///
+    /// The dump is written here, by the stage that builds, rather than by
+    /// the receive stage: under load the receive thread is the one at its
+    /// limit (the kernel's copy), while the build thread has the payload in
+    /// cache and time to spare. Datagrams are built in arrival order, so
+    /// the dump keeps that order; every datagram passes here, refused ones
+    /// included.
     #[inline]
     fn process(&mut self, pool: &PacketPool, m: &RecvMeta) {
         let d = Datagram {
@@ -310,6 +323,9 @@ impl Assembly {
             arrival_ns: m.arrival_ns,
             truncated: m.truncated,
         };
+        if let Some(w) = &mut self.dump {
+            w.append(m.arrival_ns, m.src, m.truncated, d.payload);
+        }
         self.publisher.prepare(d.arrival_ns);
         let (builder, mut sink) = self.sink();
         let outcome = builder.push(d, &mut sink);
@@ -423,9 +439,13 @@ impl Assembly {
         shared.next_wake.store(next, Ordering::Relaxed);
     }
 
+    /// The end of the run: every pending event out, the dump closed.
     fn flush(&mut self) {
         let (builder, mut sink) = self.sink();
         builder.flush(&mut sink);
+        if let Some(w) = self.dump.take() {
+            w.finish();
+        }
     }
 }
 
@@ -478,7 +498,14 @@ impl Daemon {
         let endpoint = publisher.endpoint().to_string();
         let dump_stats = Arc::new(DumpStats::default());
         let dump = match &cfg.dump {
-            Some(d) => Some(DumpWriter::create(d, dump_stats.clone()).map_err(StartError::Dump)?),
+            Some(d) => {
+                // The helper's page-cache work goes to the build core.
+                let d = DumpConfig {
+                    helper_core: d.helper_core.or(cfg.cores.map(|c| c.1)),
+                    ..d.clone()
+                };
+                Some(DumpWriter::create(&d, dump_stats.clone()).map_err(StartError::Dump)?)
+            }
             None => None,
         };
         let pool = PacketPool::new(cfg.buffers);
@@ -490,9 +517,11 @@ impl Daemon {
             _ => cfg.listen,
         };
         let now = clock::now_ns();
+        let dumping = dump.is_some();
         let asm = Assembly {
             builder: Builder::new(cfg.builder.clone()),
             publisher,
+            dump,
             latency: StageLatency::default(),
             reject_logs: [RateLimit::new(LOG_EVERY_NS); Reject::ALL.len()],
             out_of_sync_log: RateLimit::new(LOG_EVERY_NS),
@@ -514,7 +543,7 @@ impl Daemon {
             next_wake: AtomicU64::new(now),
             recv: RecvCounters::default(),
             batches: BatchSizes::new(BATCH),
-            dumping: dump.is_some(),
+            dumping,
             dump: dump_stats,
         });
         let (to_build, from_recv) = rtrb::RingBuffer::<RecvMeta>::new(cfg.buffers);
@@ -541,7 +570,6 @@ impl Daemon {
             .spawn(move || {
                 let stage = RecvStage {
                     rx: receiver,
-                    dump,
                     busy_poll,
                     to_build,
                     returned: from_build,
@@ -598,6 +626,7 @@ impl Daemon {
             received_bytes: r.bytes.load(Ordering::Relaxed),
             inline_batches: r.inline_batches.load(Ordering::Relaxed),
             queued_batches: r.queued_batches.load(Ordering::Relaxed),
+            build_bound: r.build_bound.load(Ordering::Relaxed),
             recv_errors: r.errors.load(Ordering::Relaxed),
             kernel_drops: r.kernel_drops.load(Ordering::Relaxed),
             receiver: recv::RecvStats {
@@ -629,7 +658,6 @@ fn pin(core: Option<usize>, stage: &str) {
 /// The receive stage: socket → inline build or queue. It owns these.
 struct RecvStage {
     rx: Receiver,
-    dump: Option<DumpWriter>,
     /// Poll instead of sleeping in the kernel.
     busy_poll: bool,
     to_build: rtrb::Producer<RecvMeta>,
@@ -643,7 +671,6 @@ impl RecvStage {
     fn run(self, shared: &Shared) {
         let RecvStage {
             mut rx,
-            mut dump,
             busy_poll,
             mut to_build,
             mut returned,
@@ -657,13 +684,27 @@ impl RecvStage {
         let mut error_log = RateLimit::new(LOG_EVERY_NS);
         let mut next_drop_check = 0;
         let mut load = LoadMeter::default();
+        // Buffers handed to the build stage and not yet back.
+        let mut lent = 0;
         while !shared.stop.load(Ordering::Relaxed) {
             // Emptied buffers, taken back in one go (one read of the queue's
             // shared index per batch, not per buffer).
             if let Ok(back) = returned.read_chunk(returned.slots()) {
+                lent -= back.len();
                 for b in back {
                     rx.release(b);
                 }
+            }
+            if lent == capacity {
+                // The build stage holds every buffer: nothing can be received
+                // until it hands some back, within microseconds (it returns
+                // them batch by batch). Wait for that awake, rather than
+                // asleep in the receiver for a whole timeout.
+                while returned.is_empty() && !shared.stop.load(Ordering::Relaxed) {
+                    thread::yield_now();
+                }
+                shared.recv.build_bound.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
             let now = clock::now_ns();
             // Everything received so far has been built or queued: any datagram
@@ -696,12 +737,6 @@ impl RecvStage {
             if now >= next_drop_check {
                 shared.recv.update(&rx);
                 next_drop_check = now + 1_000_000_000;
-            }
-            if let Some(w) = &mut dump {
-                for m in &batch {
-                    let payload = pool.payload(&m.buf, m.len as usize);
-                    w.append(m.arrival_ns, m.src, m.truncated, payload);
-                }
             }
             load.add(n, now);
             if n > 0 {
@@ -737,6 +772,7 @@ impl RecvStage {
                 if let Ok(chunk) = to_build.write_chunk_uninit(n) {
                     chunk.fill_from_iter(batch.drain(..));
                 }
+                lent += n;
                 shared.recv.queued_batches.fetch_add(1, Ordering::Relaxed);
                 build_thread.unpark();
             }
@@ -745,9 +781,6 @@ impl RecvStage {
         shared.fence.store(clock::now_ns(), Ordering::Release);
         shared.recv_done.store(true, Ordering::Release);
         build_thread.unpark();
-        if let Some(w) = dump {
-            w.finish();
-        }
     }
 }
 
@@ -769,25 +802,33 @@ fn build_stage(
         let queued = from_recv.slots();
         if queued > 0 || done {
             let mut asm = shared.lock();
-            if let Ok(chunk) = from_recv.read_chunk(queued) {
-                // Each datagram is built while the next one, written by the
-                // kernel on the other core, is fetched into this core's cache.
-                let mut current: Option<RecvMeta> = None;
-                for next in chunk {
-                    prefetch(pool.payload(&next.buf, next.len as usize));
-                    if let Some(m) = current.replace(next) {
+            // Everything queued when the fence was read, a batch at a time,
+            // so that emptied buffers go back to the receive stage while the
+            // rest is built. (Only then may the clock move to the fence.)
+            let mut left = queued;
+            while left > 0 {
+                let k = left.min(BATCH);
+                left -= k;
+                if let Ok(chunk) = from_recv.read_chunk(k) {
+                    // Each datagram is built while the next one, written by the
+                    // kernel on the other core, is fetched into this core's cache.
+                    let mut current: Option<RecvMeta> = None;
+                    for next in chunk {
+                        prefetch(pool.payload(&next.buf, next.len as usize));
+                        if let Some(m) = current.replace(next) {
+                            asm.process(&pool, &m);
+                            built.push(m.buf);
+                        }
+                    }
+                    if let Some(m) = current {
                         asm.process(&pool, &m);
                         built.push(m.buf);
                     }
                 }
-                if let Some(m) = current {
-                    asm.process(&pool, &m);
-                    built.push(m.buf);
+                // Cannot fail: the queue holds as many entries as there are buffers.
+                if let Ok(chunk) = to_recv.write_chunk_uninit(built.len()) {
+                    chunk.fill_from_iter(built.drain(..));
                 }
-            }
-            // Cannot fail: the queue holds as many entries as there are buffers.
-            if let Ok(chunk) = to_recv.write_chunk_uninit(built.len()) {
-                chunk.fill_from_iter(built.drain(..));
             }
             asm.housekeeping(fence, shared);
             if done {
@@ -798,12 +839,14 @@ fn build_stage(
             // Under load the next batch is due within tens of µs: wait for it
             // awake, so the receive stage's hand-over needs no wake-up call
             // (a futex wake and, on these VMs, ~20 µs for a halted core).
+            // Yielding, so a thread that shares this core (the dump's helper,
+            // libzmq's I/O thread) runs at once when it has work.
             let spin_until = clock::now_ns() + SPIN_BEFORE_PARK_NS;
             while from_recv.is_empty()
                 && !shared.recv_done.load(Ordering::Relaxed)
                 && clock::now_ns() < spin_until
             {
-                std::hint::spin_loop();
+                thread::yield_now();
             }
             continue;
         }
@@ -904,6 +947,8 @@ pub struct Summary {
     pub received_bytes: u64,
     pub inline_batches: u64,
     pub queued_batches: u64,
+    /// Times receiving waited for the build stage to hand buffers back.
+    pub build_bound: u64,
     pub recv_errors: u64,
     pub kernel_drops: u64,
     /// What the receive backend counted (none of it a loss).
@@ -943,8 +988,9 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "receive batches: {}; built inline {}, queued to the build stage {}",
-            self.batches, self.inline_batches, self.queued_batches
+            "receive batches: {}; built inline {}, queued to the build stage {} \
+             (receiving waited for it to hand buffers back {} times)",
+            self.batches, self.inline_batches, self.queued_batches, self.build_bound
         )?;
         let r = &self.receiver;
         writeln!(
@@ -987,6 +1033,7 @@ impl Summary {
             ("hwm_drops".into(), self.publish.hwm_drops),
             ("publish_errors".into(), self.publish.errors),
             ("inline_batches".into(), self.inline_batches),
+            ("build_bound".into(), self.build_bound),
             ("recv_starved".into(), self.receiver.starved),
             ("recv_rearms".into(), self.receiver.rearms),
             ("recv_unusable".into(), self.receiver.errors),
