@@ -64,6 +64,7 @@ struct Plan {
     real_secs: f64,
     fast_secs: f64,
     dump_bytes: u64,
+    noise_secs: f64,
 }
 
 fn main() {
@@ -82,6 +83,7 @@ fn main() {
             real_secs: 4.0,
             fast_secs: 3.0,
             dump_bytes: 256 << 20,
+            noise_secs: 2.0,
         }
     } else {
         Plan {
@@ -91,6 +93,7 @@ fn main() {
             real_secs: 20.0,
             fast_secs: 10.0,
             dump_bytes: 1 << 30,
+            noise_secs: 10.0,
         }
     };
     println!(
@@ -102,18 +105,21 @@ fn main() {
     let started = Instant::now();
     let mut t = Table::default();
 
-    // ── capacity ── (each daemon trial paired with a bare trial just before it)
+    // ── capacity ── (each daemon trial between two bare trials)
     for (label, args) in [
         ("uring", &["--io", "uring"][..]),
         ("recvmmsg", &["--io", "recvmmsg"][..]),
     ] {
-        let (mut pair, mut cpu) = (Pair::default(), Vec::new());
-        for _ in 0..plan.trials {
-            let b = bare_drain(plan.drain_n);
-            let d = daemon_drain(plan.drain_n, args, None);
-            pair.push(b, d.rate);
-            cpu.push(d.cpu_ns_per_datagram);
-        }
+        let mut cpu = Vec::new();
+        let pair = Pair::measure(
+            plan.trials,
+            || bare_drain(plan.drain_n),
+            |_| {
+                let d = daemon_drain(plan.drain_n, args, None);
+                cpu.push(d.cpu_ns_per_datagram);
+                d.rate
+            },
+        );
         println!(
             "capacity {label:>8}: bare recvmmsg {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2} (per trial {}), CPU {:.2} µs/datagram",
             pair.bare() / 1e6,
@@ -126,31 +132,44 @@ fn main() {
     }
     {
         let dir = tmpdir("dump");
-        for i in 0..plan.trials {
-            let b = bare_drain(plan.drain_n);
-            let path = dir.join(format!("drain{i}.raw"));
-            t.dump.push(
-                b,
-                daemon_drain(plan.drain_n, &["--io", "uring"], Some(&path)).rate,
-            );
+        let drain = |name: String, warm: bool| {
+            let path = dir.join(name);
+            let d = daemon_drain_warm(plan.drain_n, &["--io", "uring"], Some(&path), warm);
             let _ = std::fs::remove_file(&path);
-        }
+            d
+        };
+        // One trial on memory the host has taken back, for the record.
+        let cold = drain("cold.raw".into(), false);
+        let mut waits = Vec::new();
+        t.dump = Pair::measure(
+            plan.trials,
+            || bare_drain(plan.drain_n),
+            |i| {
+                let d = drain(format!("drain{i}.raw"), true);
+                waits.push(d.build_bound as f64);
+                d.rate
+            },
+        );
         let p = &t.dump;
         println!(
-            "capacity with --dump: bare {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2} (per trial {})",
+            "capacity with --dump: bare {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2} (per trial {}); \
+             receiving waited for building {:.0} times per trial; on memory the host had taken back: {:.3} Mpps",
             p.bare() / 1e6,
             p.daemon() / 1e6,
             p.ratio(),
-            p.trials()
+            p.trials(),
+            median(&waits),
+            cold.rate / 1e6,
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     // ── end to end ──
-    for _ in 0..plan.trials.min(3) {
-        let b = bare_pubsub(plan.drain_n * 10 / 32);
-        t.e2e.push(b, e2e_drain(plan.drain_n));
-    }
+    t.e2e = Pair::measure(
+        plan.trials.min(3),
+        || bare_pubsub(plan.drain_n * 10 / 32),
+        |_| e2e_drain(plan.drain_n),
+    );
     println!(
         "end to end: bare ZMQ PUB→SUB {:.0} msg/s, ssdaqd → subscriber {:.0} events/s, ratio {:.2} (per trial {})",
         t.e2e.bare(),
@@ -188,6 +207,15 @@ fn main() {
     t.real_pinned = Some(real_pinned);
     t.real_polled = Some(real_polled);
     t.fast = Some(fast);
+
+    // ── what the machine itself adds to any latency ──
+    let n = noise_floor(0, plan.noise_secs);
+    println!(
+        "machine noise: a thread spinning alone on core 0 for {:.0} s lost the core for >= 20 µs {:.0} times/s \
+         (>= 100 µs {:.1}/s, longest {:.0} µs), {:.2} % of the time",
+        plan.noise_secs, n.gaps_per_s, n.long_per_s, n.max_us, n.lost_pct
+    );
+    t.noise = Some(n);
 
     // ── replay ──
     t.replay = replay_vs_cat(plan.dump_bytes, plan.trials.min(3));
@@ -268,10 +296,18 @@ fn bare_drain(n: u64) -> f64 {
 struct Drain {
     rate: f64,
     cpu_ns_per_datagram: f64,
+    /// Times receiving waited for the build stage to hand buffers back.
+    build_bound: u64,
 }
 
 /// The daemon drains a socket filled with `n` datagrams while it was stopped.
 fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>) -> Drain {
+    daemon_drain_warm(n, args, dump, false)
+}
+
+/// [`daemon_drain`], with guest memory made ready first if `warm` (see
+/// [`warm_memory`]).
+fn daemon_drain_warm(n: u64, args: &[&str], dump: Option<&Path>, warm: bool) -> Drain {
     let mut cmd = daemon_cmd(args);
     cmd.args(["--cores", "0,1", "--rcvbuf", RCVBUF])
         .args(DRAIN_TIMEOUTS);
@@ -281,6 +317,9 @@ fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>) -> Drain {
     let d = Ssdaqd::spawn(cmd);
     d.signal(libc::SIGSTOP);
     flood(d.port, n);
+    if warm {
+        warm_memory(WARM_BYTES, 1);
+    }
     std::thread::sleep(Duration::from_millis(50));
     let cpu0 = d.cpu_ns();
     d.signal(libc::SIGCONT);
@@ -292,7 +331,53 @@ fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>) -> Drain {
     Drain {
         rate: n as f64 / span,
         cpu_ns_per_datagram: cpu as f64 / n as f64,
+        build_bound: s["build_bound"],
     }
+}
+
+/// Memory touched and freed before a dump trial: more than the few windows
+/// of page cache a dump holds at once.
+const WARM_BYTES: usize = 64 << 20;
+
+/// Touches `bytes` of memory from `core` and frees it again.
+///
+/// On these VMs the host takes freed guest memory back after ~2 s
+/// (virtio-balloon free page reporting), and touching such memory again
+/// costs the host a fault: populating a dump's page cache measured ~10 µs
+/// per 4 KiB page on such memory against ~0.6 µs once backed. A long run
+/// recycles the page cache its dump drops behind it; a trial of a fresh
+/// daemon would instead spend its first ~24 MiB on taken-back memory. Made
+/// ready just before the trial (on the core of the dump's helper), the
+/// memory those first windows get is backed, as in a long run.
+fn warm_memory(bytes: usize, core: usize) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+            // SAFETY: an anonymous private mapping with no address hint; the
+            // result is checked before use and unmapped below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED, "mmap for warming memory");
+            // SAFETY: `p` is our mapping of `bytes` bytes; MADV_HUGEPAGE
+            // only changes how it is backed, writing one byte per page
+            // stays inside it, and it is unmapped exactly once.
+            unsafe {
+                libc::madvise(p, bytes, libc::MADV_HUGEPAGE);
+                for off in (0..bytes).step_by(4096) {
+                    p.cast::<u8>().add(off).write_volatile(1);
+                }
+                libc::munmap(p, bytes);
+            }
+        });
+    });
 }
 
 /// The drain with one subscriber: events/s it receives, all of them.
@@ -500,6 +585,60 @@ fn replay_vs_cat(bytes: u64, trials: usize) -> (u64, f64, f64) {
     (len, median(&cat), median(&rep))
 }
 
+/// How this machine interrupts a thread that never sleeps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Noise {
+    /// Times per second the thread lost its core for at least 20 µs.
+    gaps_per_s: f64,
+    /// … for at least 100 µs.
+    long_per_s: f64,
+    /// The longest gap, µs.
+    max_us: f64,
+    /// Share of the time it did not run, %.
+    lost_pct: f64,
+}
+
+/// Spins on `core` for `secs` reading the clock, and records every gap
+/// between two readings: the time the core was taken away (by interrupts,
+/// the kernel, or on a VM the host). The floor under any latency measured
+/// on this machine: with `--busy-poll` ssdaqd does exactly this between
+/// bursts, and a gap that falls between the last datagram of a readout and
+/// its events adds to their latency.
+fn noise_floor(core: usize, secs: f64) -> Noise {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+            let start = Instant::now();
+            let end = Duration::from_secs_f64(secs);
+            let (mut prev, mut lost) = (Duration::ZERO, Duration::ZERO);
+            let (mut gaps, mut long, mut max) = (0u64, 0u64, Duration::ZERO);
+            loop {
+                let t = start.elapsed();
+                let gap = t - prev;
+                prev = t;
+                if gap >= Duration::from_micros(1) {
+                    lost += gap;
+                    gaps += (gap >= Duration::from_micros(20)) as u64;
+                    long += (gap >= Duration::from_micros(100)) as u64;
+                    max = max.max(gap);
+                }
+                if t >= end {
+                    break;
+                }
+            }
+            let secs = prev.as_secs_f64();
+            Noise {
+                gaps_per_s: gaps as f64 / secs,
+                long_per_s: long as f64 / secs,
+                max_us: max.as_secs_f64() * 1e6,
+                lost_pct: 100.0 * lost.as_secs_f64() / secs,
+            }
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 // ───────────────────────── helpers ─────────────────────────
 
 /// The simulator's flood mode: `n` datagrams (10 readouts) from 32 modules,
@@ -570,19 +709,33 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Trials of the daemon, each beside a baseline trial measured just before
-/// it: the ratio is the median of the per-trial ratios, so a machine whose
-/// speed drifts during the run does not skew it.
+/// Trials of the daemon, each measured between two baseline trials: a
+/// trial's ratio is its figure over the mean of the baselines just before
+/// and just after it, and the ratio reported is the median over trials, so
+/// a machine whose speed drifts during the run (these VMs move by ±30 %
+/// from one minute to the next) skews neither.
 #[derive(Default)]
 struct Pair {
+    /// One more than `daemon`: baseline 0, trial 0, baseline 1, … baseline n.
     bare: Vec<f64>,
     daemon: Vec<f64>,
 }
 
 impl Pair {
-    fn push(&mut self, bare: f64, daemon: f64) {
-        self.bare.push(bare);
-        self.daemon.push(daemon);
+    fn measure(
+        n: usize,
+        mut bare: impl FnMut() -> f64,
+        mut daemon: impl FnMut(usize) -> f64,
+    ) -> Pair {
+        let mut p = Pair {
+            bare: vec![bare()],
+            daemon: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            p.daemon.push(daemon(i));
+            p.bare.push(bare());
+        }
+        p
     }
     fn bare(&self) -> f64 {
         median(&self.bare)
@@ -593,8 +746,8 @@ impl Pair {
     fn ratios(&self) -> Vec<f64> {
         self.daemon
             .iter()
-            .zip(&self.bare)
-            .map(|(d, b)| d / b)
+            .zip(self.bare.windows(2))
+            .map(|(d, b)| d / ((b[0] + b[1]) / 2.0))
             .collect()
     }
     fn ratio(&self) -> f64 {
@@ -618,6 +771,7 @@ struct Table {
     real_pinned: Option<Paced>,
     real_polled: Option<Paced>,
     fast: Option<Paced>,
+    noise: Option<Noise>,
     replay: (u64, f64, f64),
 }
 
@@ -689,6 +843,11 @@ impl Table {
             pinned.cpu_pct,
             ok(real.cpu_pct <= 1.0)
         );
+        let noise = self.noise.unwrap_or_default();
+        println!(
+            "| machine noise floor (a spinning thread loses its core) | >= 20 µs {:.0}/s, >= 100 µs {:.1}/s, {:.2} % of the time | (the machine's) | |",
+            noise.gaps_per_s, noise.long_per_s, noise.lost_pct
+        );
         let replay = self.replay.2;
         println!(
             "| replay from page cache | {replay:.2} GB/s (cat {:.2} GB/s) | ≥ 1 GB/s | {} |",
@@ -702,14 +861,15 @@ impl Table {
             ok(rss <= 64.0)
         );
         println!(
-            "RESULT quick={} capacity_ratio={:.3} capacity_recvmmsg_ratio={:.3} dump_ratio={dump_ratio:.3} e2e_ratio={e2e:.3} p99_real_us={:.1} p99_real_busypoll_us={:.1} p99_100x_us={:.1} cpu_real_pct={:.3} replay_gbps={replay:.3} rss_mib={rss:.1}",
+            "RESULT quick={} capacity_ratio={:.3} capacity_recvmmsg_ratio={:.3} dump_ratio={dump_ratio:.3} e2e_ratio={e2e:.3} p99_real_us={:.1} p99_real_busypoll_us={:.1} p99_100x_us={:.1} cpu_real_pct={:.3} replay_gbps={replay:.3} rss_mib={rss:.1} noise_gaps_per_s={:.0}",
             quick as u8,
             cap("uring"),
             cap("recvmmsg"),
             real.p99 / 1e3,
             polled.p99 / 1e3,
             fast.p99 / 1e3,
-            real.cpu_pct
+            real.cpu_pct,
+            noise.gaps_per_s
         );
     }
 }
