@@ -168,6 +168,11 @@ impl Uring {
                 self.arm()?;
                 armed_now = true;
             }
+            if timeout.is_zero() {
+                // A poll: run the receive work and return without waiting.
+                self.enter_without_waiting()?;
+                return Ok(self.harvest(out));
+            }
             let ts = types::Timespec::from(deadline.saturating_duration_since(Instant::now()));
             let args = types::SubmitArgs::new().timespec(&ts);
             match self.ring.submitter().submit_with_args(1, &args) {
@@ -184,6 +189,36 @@ impl Uring {
             if n > 0 || Instant::now() >= deadline {
                 return Ok(n);
             }
+        }
+    }
+
+    /// Submits what is queued and runs the receive work the kernel has
+    /// deferred to this thread (`DEFER_TASKRUN`), without waiting for
+    /// anything: `io_uring_enter` with `GETEVENTS` and no minimum.
+    ///
+    /// A wait with a zero timeout is not the same: the kernel still arms the
+    /// timer and sleeps until it fires, and on these VMs a core that goes to
+    /// sleep costs ~20 µs to come back. Measured busy-polling at the real
+    /// rate: the call that took the last datagram of a burst spent 20-29 µs
+    /// in the kernel, which was most of the p99.
+    fn enter_without_waiting(&mut self) -> io::Result<()> {
+        /// `IORING_ENTER_GETEVENTS` (linux/io_uring.h).
+        const GETEVENTS: u32 = 1;
+        let to_submit = self.ring.submission().len() as u32;
+        // SAFETY: io_uring_enter on our own ring, from its submitter thread
+        // (checked by `recv`), with no argument structure; what is submitted
+        // was checked by `arm`.
+        match unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, 0, GETEVENTS, None)
+        } {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR | libc::EBUSY | libc::EAGAIN) => Ok(()),
+                Some(libc::EEXIST) => Err(wrong_thread()),
+                _ => Err(e),
+            },
         }
     }
 
