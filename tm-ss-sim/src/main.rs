@@ -72,6 +72,16 @@ struct Cli {
     #[arg(long, default_value_t = sim::DEFAULT_BATCH as u16,
           value_parser = clap::value_parser!(u16).range(1..=sim::MAX_BATCH as i64))]
     batch: u16,
+    /// Send each frame up to US microseconds after its last readout, a
+    /// seeded random delay per frame (readout timestamps stay on the grid).
+    ///
+    /// Paced mode. A real camera's clock is independent of the DAQ host's;
+    /// on the same host a simulator without jitter wakes at the same phase
+    /// of the host's timer tick every frame, which biases latency
+    /// measurements. A jitter of a tick period (4000 µs at 250 Hz) spreads
+    /// the frames over it.
+    #[arg(long, value_name = "US", default_value_t = 0, conflicts_with = "flood")]
+    send_jitter_us: u64,
     /// Seed of the pixel model and of --loss.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -186,6 +196,7 @@ fn config(cli: &Cli, target: SocketAddr) -> SimConfig {
         gso: cli.gso,
         batch: cli.batch as usize,
         seed: cli.seed,
+        send_jitter: Duration::from_micros(cli.send_jitter_us),
         faults: Faults {
             loss: cli.loss,
             dead_modules: cli.dead_module.clone(),

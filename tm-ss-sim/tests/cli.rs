@@ -328,6 +328,11 @@ fn out_of_range_settings_exit_2_naming_the_range() {
             "cannot be used with",
         ),
         (
+            &["--flood", "--send-jitter-us", "4000"][..],
+            "cannot be used with",
+        ),
+        (&["--send-jitter-us=-1"][..], "invalid value"),
+        (
             &["--target", "192.0.2.1:2009"][..],
             "use --no-bind for a remote target",
         ),
