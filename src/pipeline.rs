@@ -103,6 +103,9 @@ const SUBSCRIPTION_POLL_NS: u64 = 100_000_000;
 const IDLE_WAIT_NS: u64 = 1_000_000_000;
 /// Wait while the build thread holds buffers, so returned ones recycle fast.
 const BUSY_WAIT: Duration = Duration::from_micros(200);
+/// On a stop signal, the longest the receive stage goes on taking what is
+/// already queued in the socket.
+const DRAIN_ON_STOP_NS: u64 = 200_000_000;
 /// At most one log line per cause per this interval.
 const LOG_EVERY_NS: u64 = 10_000_000_000;
 
@@ -686,7 +689,20 @@ impl RecvStage {
         let mut load = LoadMeter::default();
         // Buffers handed to the build stage and not yet back.
         let mut lent = 0;
-        while !shared.stop.load(Ordering::Relaxed) {
+        // On the stop signal, what the kernel has already accepted is still
+        // taken and built: receiving goes on, without waiting, until the
+        // socket is empty (two polls in a row find nothing), for at most
+        // DRAIN_ON_STOP_NS should the camera keep sending.
+        let mut draining: Option<(u64, u32)> = None;
+        loop {
+            if draining.is_none() && shared.stop.load(Ordering::Relaxed) {
+                draining = Some((clock::now_ns() + DRAIN_ON_STOP_NS, 0));
+            }
+            if let Some((until, empty_polls)) = draining {
+                if empty_polls >= 2 || clock::now_ns() >= until {
+                    break;
+                }
+            }
             // Emptied buffers, taken back in one go (one read of the queue's
             // shared index per batch, not per buffer).
             if let Ok(back) = returned.read_chunk(returned.slots()) {
@@ -700,7 +716,9 @@ impl RecvStage {
                 // until it hands some back, within microseconds (it returns
                 // them batch by batch). Wait for that awake, rather than
                 // asleep in the receiver for a whole timeout.
-                while returned.is_empty() && !shared.stop.load(Ordering::Relaxed) {
+                // (The build stage runs until this stage is done, stop or not.)
+                let give_up = draining.map_or(u64::MAX, |(until, _)| until);
+                while returned.is_empty() && clock::now_ns() < give_up {
                     thread::yield_now();
                 }
                 shared.recv.build_bound.fetch_add(1, Ordering::Relaxed);
@@ -711,7 +729,7 @@ impl RecvStage {
             // from here on is stamped after this.
             shared.fence.store(now, Ordering::Release);
             let queued = to_build.slots() < capacity;
-            let wait = if busy_poll {
+            let wait = if busy_poll || draining.is_some() {
                 Duration::ZERO
             } else if queued {
                 BUSY_WAIT
@@ -737,6 +755,9 @@ impl RecvStage {
             if now >= next_drop_check {
                 shared.recv.update(&rx);
                 next_drop_check = now + 1_000_000_000;
+            }
+            if let Some((_, empty_polls)) = &mut draining {
+                *empty_polls = if n == 0 { *empty_polls + 1 } else { 0 };
             }
             load.add(n, now);
             if n > 0 {

@@ -259,6 +259,23 @@ fn sigterm_flushes_pending_events_and_exits_zero() {
 }
 
 #[test]
+fn datagrams_already_queued_when_the_stop_signal_comes_are_built_not_dropped() {
+    let d = Ssdaqd::start(&["--modules", "0-31"]);
+    let cam = Camera::new(32, d.port);
+    // The daemon is stopped while the camera sends, so the datagrams wait in
+    // its socket; the stop signal is delivered the moment it resumes.
+    d.signal(libc::SIGSTOP);
+    send_frames(&cam, 20, &[]);
+    std::thread::sleep(Duration::from_millis(50));
+    d.signal(libc::SIGTERM);
+    d.signal(libc::SIGCONT);
+    let s = d.stop_stats_after_signal();
+    assert_eq!(s["kernel_drops"], 0, "{s:?}");
+    assert_eq!(s["received"], 20 * 32, "every queued datagram taken: {s:?}");
+    assert_eq!(s["complete"], 200, "{s:?}");
+}
+
+#[test]
 fn format_v2_publishes_ssreadout_messages() {
     let mut d = Ssdaqd::start(&["--format", "v2", "--modules", "0-1"]);
     let mut sub = d.subscribe();

@@ -230,7 +230,14 @@ impl Ssdaqd {
 
     /// SIGINT, a clean exit, and the figures of the closing `stats:` line.
     pub fn stop_stats(self) -> Stats {
-        let (status, log) = self.stop();
+        self.signal(libc::SIGINT);
+        self.stop_stats_after_signal()
+    }
+
+    /// A clean exit after a stop signal already sent, and the figures of
+    /// the closing `stats:` line.
+    pub fn stop_stats_after_signal(self) -> Stats {
+        let (status, log) = self.finish();
         assert!(status.success(), "ssdaqd did not stop cleanly:\n{log}");
         let line = log.lines().rev().find_map(|l| l.strip_prefix("stats: "));
         let line = line.unwrap_or_else(|| panic!("ssdaqd printed no stats line:\n{log}"));
