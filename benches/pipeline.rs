@@ -1,10 +1,11 @@
 //! The pipeline benchmark: the real `ssdaqd` against the simulator.
 //!
 //! Every figure is a ratio against this machine's own limit, measured in the
-//! same run (these machines are shared and noisy): each daemon trial is
-//! paired with a baseline trial measured just before it, and the ratio
-//! reported is the median of the per-trial ratios. `cargo bench --bench pipeline`; `SSDAQ_BENCH_QUICK=1`
-//! runs a reduced version of all of it in under a minute.
+//! same run (these machines are shared and noisy): each daemon trial runs
+//! between two baseline trials and is divided by their mean, and the ratio
+//! reported is the median of the per-trial ratios. `cargo bench --bench
+//! pipeline`; `SSDAQ_BENCH_QUICK=1` runs a reduced version of all of it in
+//! under a minute.
 //!
 //! * **capacity**: the daemon is stopped (SIGSTOP), its socket filled with N
 //!   datagrams from 32 simulated modules (the simulator's flood mode), then
@@ -82,7 +83,7 @@ fn main() {
         Plan {
             quick,
             drain_n: 32_000,
-            trials: 3,
+            trials: 5,
             real_secs: 4.0,
             fast_secs: 3.0,
             dump_bytes: 256 << 20,
@@ -92,7 +93,7 @@ fn main() {
         Plan {
             quick,
             drain_n: 96_000,
-            trials: 7,
+            trials: 11,
             real_secs: 20.0,
             fast_secs: 10.0,
             dump_bytes: 1 << 30,
@@ -118,7 +119,7 @@ fn main() {
             plan.trials,
             || bare_drain(plan.drain_n),
             |_| {
-                let d = daemon_drain(plan.drain_n, args, None);
+                let d = daemon_drain(plan.drain_n, args, None, false);
                 cpu.push(d.cpu_ns_per_datagram);
                 d.rate
             },
@@ -137,7 +138,7 @@ fn main() {
         let dir = tmpdir("dump");
         let drain = |name: String, warm: bool| {
             let path = dir.join(name);
-            let d = daemon_drain_warm(plan.drain_n, &["--io", "uring"], Some(&path), warm);
+            let d = daemon_drain(plan.drain_n, &["--io", "uring"], Some(&path), warm);
             let _ = std::fs::remove_file(&path);
             d
         };
@@ -303,14 +304,10 @@ struct Drain {
     build_bound: u64,
 }
 
-/// The daemon drains a socket filled with `n` datagrams while it was stopped.
-fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>) -> Drain {
-    daemon_drain_warm(n, args, dump, false)
-}
-
-/// [`daemon_drain`], with guest memory made ready first if `warm` (see
-/// [`warm_memory`]).
-fn daemon_drain_warm(n: u64, args: &[&str], dump: Option<&Path>, warm: bool) -> Drain {
+/// The daemon drains a socket filled with `n` datagrams while it was
+/// stopped, recording them in a dump at `dump` if given; with guest memory
+/// made ready first if `warm` (see [`warm_memory`]).
+fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>, warm: bool) -> Drain {
     let mut cmd = daemon_cmd(args);
     cmd.args(["--cores", "0,1", "--rcvbuf", RCVBUF])
         .args(DRAIN_TIMEOUTS);

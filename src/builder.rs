@@ -849,7 +849,7 @@ impl Builder {
         self.stats.emitted[reason as usize] += 1;
         self.stats.complete += complete as u64;
         self.free.push(id as u32);
-        buf.publish_rows();
+        crate::event::fence_rows();
         sink.event(Event {
             header,
             present: s.present,

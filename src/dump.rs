@@ -13,17 +13,20 @@
 //! **Writer.** [`DumpWriter::append`] runs in the pipeline's data path (in
 //! ssdaqd, on the core that builds) for every datagram, accepted or not, in
 //! arrival order: it copies the record into the mapping and
-//! nothing else — no syscall, no allocation, no lock. A helper thread keeps
-//! the file ahead of it: it preallocates the file in chunks with `fallocate`
-//! (so a full disk is an error up front, never a SIGBUS in the hot path),
-//! faults the next pages in (`MADV_POPULATE_WRITE`), starts writing back the
-//! pages behind (`sync_file_range`) and then drops them from this process and
-//! from the page cache (`MADV_DONTNEED`, `POSIX_FADV_DONTNEED`: the dump holds
-//! a few windows of memory however long it runs, and never waits for the disk),
-//! prepares the next file of a rotated set, and closes finished files
-//! (truncated to their used length, `fsync`). Should the helper fall behind,
-//! a record is counted lost rather than the data path waiting. On any
-//! write error the dump stops with one log line; receiving goes on.
+//! nothing else — no syscall, no allocation, no lock. Two helper threads do
+//! the rest. Ahead of the writer, the *helper* preallocates the file in
+//! chunks with `fallocate` (so a full disk is an error up front, never a
+//! SIGBUS in the hot path), faults the next pages in
+//! (`MADV_POPULATE_WRITE`), and prepares the next file of a rotated set; it
+//! never waits for the disk. Behind the writer, the *write-back* thread
+//! starts writing each finished window back (`sync_file_range`), drops it
+//! from this process and from the page cache once it is on disk
+//! (`MADV_DONTNEED`, `POSIX_FADV_DONTNEED`: the dump holds a few windows of
+//! memory however long it runs), and closes finished files (truncated to
+//! their used length, `fsync`); all of that may wait for the disk. Should
+//! the helper fall behind, a record is counted lost rather than the data
+//! path waiting. On any write error the dump stops with one log line;
+//! receiving goes on.
 //!
 //! **Crash safety.** The mapping is `MAP_SHARED`: whatever was copied into it
 //! is in the page cache and survives `kill -9` of the process. A record's
@@ -132,8 +135,8 @@ pub struct DumpConfig {
     /// `key=value` pairs stored in each file header (version, command line,
     /// builder settings: what a replay needs to reproduce the run).
     pub info: Vec<(String, String)>,
-    /// Pin the helper thread to this core (ssdaqd: the build core, so the
-    /// page-cache work never interrupts the receive core).
+    /// Pin both helper threads to this core (ssdaqd: the build core, so
+    /// their page-cache work never interrupts the receive core).
     pub helper_core: Option<usize>,
 }
 
@@ -205,11 +208,12 @@ const PAGE: usize = 4096;
 /// A shared, writable mapping of a whole dump file (up to its maximum size),
 /// through memmap2.
 ///
-/// Two threads use it at once. The writer copies records into
-/// `[written, allocated)`. The helper writes back and drops pages below
-/// `written - WINDOW`, which the writer no longer touches, and faults pages
-/// in at or above `written` (`MADV_POPULATE_WRITE` reads and writes no
-/// bytes: it only maps pages the writer is about to touch anyway).
+/// Three threads use it at once. The writer copies records into
+/// `[written, allocated)`. The helper faults pages in at or above `written`
+/// (`MADV_POPULATE_WRITE` reads and writes no bytes: it only maps pages the
+/// writer is about to touch anyway). The write-back thread writes back pages
+/// below `written - WINDOW` and drops those below `written - 3 * WINDOW`,
+/// which the writer no longer touches.
 struct Mapping {
     raw: memmap2::MmapRaw,
 }
@@ -237,31 +241,24 @@ impl Mapping {
     /// `offset` must be page-aligned (madvise refuses anything else).
     fn populate(&self, offset: usize, len: usize) -> io::Result<()> {
         debug_assert_eq!(offset % PAGE, 0, "madvise needs a page-aligned start");
-        let len = len.min(self.len().saturating_sub(offset));
-        if len == 0 {
+        let Some(len) = self.within(offset, len) else {
             return Ok(());
-        }
+        };
         self.raw
             .advise_range(memmap2::Advice::PopulateWrite, offset, len)
+    }
+
+    /// `len` cut to end at the end of the mapping; None if nothing is left.
+    fn within(&self, offset: usize, len: usize) -> Option<usize> {
+        Some(len.min(self.len().saturating_sub(offset))).filter(|&l| l > 0)
     }
 
     /// Starts writing back `[offset, offset + len)` (which the writer is
     /// done with) without waiting for it.
     fn start_write_back(&self, file: &File, offset: usize, len: usize) {
-        let len = len.min(self.len().saturating_sub(offset));
-        if len == 0 {
-            return;
+        if let Some(len) = self.within(offset, len) {
+            sync_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE);
         }
-        // SAFETY: sync_file_range on our own descriptor with a valid range;
-        // it only schedules I/O of pages already in the page cache.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
     }
 
     /// Waits for the write-back of `[offset, offset + len)` (started two
@@ -273,20 +270,10 @@ impl Mapping {
     /// page lists (`lru_add_drain_all`), which interrupts the receive and
     /// build cores and blocks for milliseconds.
     fn release(&self, file: &File, offset: usize, len: usize) {
-        let len = len.min(self.len().saturating_sub(offset));
-        if len == 0 {
+        let Some(len) = self.within(offset, len) else {
             return;
-        }
-        // SAFETY: sync_file_range on our own descriptor with a valid range;
-        // WAIT_BEFORE only waits for write-back already under way.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE,
-            )
         };
+        sync_range(file, offset, len, libc::SYNC_FILE_RANGE_WAIT_BEFORE);
         // SAFETY: for a shared file mapping MADV_DONTNEED only unmaps the
         // pages: dirty data is kept for write-back and re-read from the file
         // if touched again, so no byte changes; and the writer no longer
@@ -394,7 +381,7 @@ struct Plan {
 }
 
 impl Plan {
-    /// Creates file `index`: header written, first chunk allocated, first window ready.
+    /// Creates file `index`: header written, first chunk allocated.
     fn create(&self, index: u32) -> io::Result<DumpFile> {
         let path = self.naming.path(index);
         let file = OpenOptions::new()
@@ -555,6 +542,21 @@ fn release_behind(f: &DumpFile) {
     }
 }
 
+/// `sync_file_range(2)` of `[offset, offset + len)` with `flags`: start
+/// write-back (`WRITE`) or wait for write-back under way (`WAIT_BEFORE`).
+fn sync_range(file: &File, offset: usize, len: usize, flags: libc::c_uint) {
+    // SAFETY: sync_file_range on our own descriptor with a valid range; it
+    // starts or waits for write-back of page-cache pages, and nothing else.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            flags,
+        )
+    };
+}
+
 /// Drops the clean pages of `[offset, offset + len)` from the page cache.
 fn drop_cached(file: &File, offset: usize, len: usize) {
     if len == 0 {
@@ -645,26 +647,29 @@ impl DumpWriter {
         let (to_behind, behind_rx) = channel();
         let _ = to_behind.send(Behind::Current(first.clone()));
         let core = cfg.helper_core;
-        let pin = move |what: &str| {
-            if let Some(id) = core {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-                    warn!("could not pin the dump's {what} thread to core {id}: running unpinned");
-                }
-            }
-        };
         let behind = thread::Builder::new()
             .name("ssdaq-dump-sync".into())
             .spawn(move || {
-                pin("write-back");
+                crate::cores::pin_current(core, "the dump's write-back thread");
                 write_back(behind_rx)
             })?;
         let (h_first, h_stats) = (first.clone(), stats.clone());
         let helper = thread::Builder::new()
             .name("ssdaq-dump".into())
             .spawn(move || {
-                pin("helper");
+                crate::cores::pin_current(core, "the dump's helper");
                 helper(plan, h_first, req_rx, next_tx, to_behind, h_stats)
-            })?;
+            });
+        let helper = match helper {
+            Ok(h) => h,
+            Err(e) => {
+                // The write-back thread sees the helper's end of its channel
+                // close and ends; the file was never written to.
+                let _ = behind.join();
+                let _ = std::fs::remove_file(&first.path);
+                return Err(e);
+            }
+        };
         Ok(DumpWriter {
             current: Some(first),
             next,
@@ -840,7 +845,14 @@ fn helper(
             if let Err(e) = keep_allocated(f, plan.chunk_size) {
                 fail(e.to_string());
             }
-            match populate_step(f) {
+            // Ahead of the writer in its file; that done, the first windows
+            // of the file it will write next (or a rotation would have it
+            // fault its way through them).
+            let step = match populate_step(f) {
+                Ok(false) => prepared.as_deref().map_or(Ok(false), populate_step),
+                r => r,
+            };
+            match step {
                 Ok(more) => busy = more,
                 Err(e) => {
                     if !populate_failed {
@@ -930,8 +942,11 @@ fn close_file(f: Arc<DumpFile>) {
             Ok((path, used)) => info!("dump file {} closed: {used} bytes", path.display()),
             Err(e) => warn!("closing a dump file: {e}"),
         },
-        // Cannot happen (see `DumpWriter::shutdown`); the mapping still goes
-        // with the last reference, the file keeps its preallocated size.
+        // Cannot happen: the writer hands its file over with `Finish`, the
+        // helper drops its own reference before it sends `Close`, and the
+        // write-back thread drops `current` before closing. Should it happen,
+        // the mapping still goes with the last reference, and the file keeps
+        // its preallocated size.
         Err(f) => warn!(
             "dump file {} left at its preallocated size",
             f.path.display()

@@ -47,7 +47,7 @@ pub fn adc_to_mv(raw: u16) -> f64 {
 /// ("read for ownership"), a non-temporal store writes whole lines without
 /// reading them. Measured: building a camera burst of 32 datagrams in one
 /// batch, 1.40 → 1.10 µs per datagram. Other threads may only read the
-/// rows after [`EventBuf::publish_rows`]. The result is bit-identical to
+/// rows after [`fence_rows`]. The result is bit-identical to
 /// [`adc_to_mv`] (the widening and conversion are exact, the product is
 /// one IEEE multiplication either way).
 #[cfg(target_arch = "x86_64")]
@@ -55,14 +55,15 @@ pub fn adc_to_mv(raw: u16) -> f64 {
 fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64; 32]) {
     use std::arch::x86_64::*;
     let out = dst.as_mut_ptr().cast::<f64>();
-    // Event rows start 16-byte aligned (EventBuf is 32-aligned, rows are
-    // 512 bytes from byte 32): what the non-temporal store needs.
-    assert!(out as usize % 16 == 0, "mV row not 16-byte aligned");
+    // Halves of event rows start 16-byte aligned (asserted beside EventBuf):
+    // what the non-temporal store needs.
+    debug_assert!(out as usize % 16 == 0, "mV row not 16-byte aligned");
     let input = src.as_ptr().cast::<__m128i>();
     // SAFETY: SSE2 is part of the x86-64 baseline. `input` covers the 64
     // bytes of `src` (4 unaligned 16-byte loads); `out` covers the 256
-    // bytes of `dst` (16 aligned 16-byte stores, alignment checked above),
-    // which we borrow mutably.
+    // bytes of `dst` (16 aligned 16-byte stores: `dst` is half of a row of
+    // an EventBuf, 16-byte aligned as asserted beside it), which we borrow
+    // mutably.
     unsafe {
         let flip = _mm_set1_epi16(0x8000u16 as i16);
         let zero = _mm_setzero_si128();
@@ -96,6 +97,23 @@ fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64
         *out = (raw.get() ^ 0x8000) as f64 * MV_PER_COUNT;
     }
     dst.as_mut_bytes().copy_from_slice(mv.as_bytes());
+}
+
+/// Makes the rows this thread has written visible to other threads.
+///
+/// [`EventBuf::fill_row`] may write with non-temporal stores, which other
+/// cores see in no particular order until the *writing* thread fences them.
+/// So the thread that filled rows calls this before any other thread may
+/// read them: before an event leaves the builder (the builder does, once
+/// per event), and before it hands the builder to another thread (the
+/// pipeline does, before it releases the assembly).
+#[inline]
+pub fn fence_rows() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86-64 baseline; a fence has no operands.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 /// The raw ADC count whose conversion is nearest to `mv` (for simulators).
@@ -200,6 +218,14 @@ pub struct EventBuf {
 
 const V1_OFFSET: usize = 8;
 const _: () = assert!(std::mem::size_of::<EventBuf>() == V1_OFFSET + V1_LEN);
+// Every half row of mV (32 values, 256 bytes) starts 16-byte aligned: the
+// buffer is, its rows start at a multiple of 16 and are 512 bytes long.
+// (`fill_row` writes them with aligned non-temporal stores.)
+const _: () = assert!(
+    std::mem::align_of::<EventBuf>() % 16 == 0
+        && std::mem::offset_of!(EventBuf, mv) % 16 == 0
+        && std::mem::size_of::<[F64; N_PIXELS]>() % 32 == 0
+);
 
 /// The header fields of one event, filled in when it is emitted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -228,19 +254,6 @@ impl EventBuf {
         convert_half(lo, (&mut row[..32]).try_into().expect("32 pixels"));
         convert_half(hi, (&mut row[32..]).try_into().expect("32 pixels"));
         self.ts[module] = [U64::new(r.primary_ts()), U64::new(r.aux_ts())];
-    }
-
-    /// Makes every row written so far visible to other threads before the
-    /// buffer is handed on (the rows may have been written with
-    /// non-temporal stores, which other cores see in no particular order
-    /// until a store fence). Call it once per event, before publishing.
-    #[inline]
-    pub fn publish_rows(&self) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: SSE is part of the x86-64 baseline; a fence has no operands.
-        unsafe {
-            std::arch::x86_64::_mm_sfence()
-        };
     }
 
     /// Marks `module` missing: NaN row, zero timestamps (PROTOCOL.md §4).

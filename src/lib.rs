@@ -13,7 +13,8 @@
 //! * [`builder`]: the timestamp-indexed ring of event slots;
 //! * [`recv`]: UDP receive (io_uring multishot, recvmmsg fallback);
 //! * [`publish`] / [`listen`]: the ZeroMQ publisher and subscriber API;
-//! * [`pipeline`]: the live daemon's stages, threads and shutdown;
+//! * [`pipeline`]: the live daemon's stages, threads and shutdown
+//!   ([`cores`]: pinning them);
 //! * [`metrics`]: counters and latency histograms of every stage;
 //! * [`sim`]: a simulated camera (used by `tm-ss-sim` and `ssdaqd --demo`).
 //!
@@ -25,6 +26,7 @@ compile_error!("ssdaq assumes a little-endian host");
 
 pub mod builder;
 pub mod clock;
+pub mod cores;
 pub mod dump;
 pub mod event;
 pub mod listen;

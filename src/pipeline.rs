@@ -648,16 +648,6 @@ impl Daemon {
     }
 }
 
-fn pin(core: Option<usize>, stage: &str) {
-    if let Some(id) = core {
-        if core_affinity::set_for_current(core_affinity::CoreId { id }) {
-            info!("{stage} stage pinned to core {id}");
-        } else {
-            warn!("could not pin the {stage} stage to core {id}: running unpinned");
-        }
-    }
-}
-
 /// The receive stage: socket → inline build or queue. It owns these.
 struct RecvStage {
     rx: Receiver,
@@ -680,7 +670,7 @@ impl RecvStage {
             build_thread,
             core,
         } = self;
-        pin(core, "receive");
+        crate::cores::pin_current(core, "the receive stage");
         let pool = rx.pool().clone();
         let capacity = to_build.buffer().capacity();
         let mut batch: Vec<RecvMeta> = Vec::with_capacity(BATCH);
@@ -785,6 +775,8 @@ impl RecvStage {
                 }
                 // Nothing is queued and all received is built: `now` is exact.
                 asm.housekeeping(clock::now_ns(), shared);
+                // The build stage may take the assembly next.
+                crate::event::fence_rows();
             } else if n > 0 {
                 // The whole batch is made visible with one store of the
                 // queue's shared index, so the cache line holding it moves
@@ -813,9 +805,9 @@ fn build_stage(
     pool: Arc<PacketPool>,
     core: Option<usize>,
 ) {
-    pin(core, "build");
-    // Buffers built, handed back to the receive stage together per drain.
-    let mut built: Vec<BufId> = Vec::with_capacity(pool.len());
+    crate::cores::pin_current(core, "the build stage");
+    // Buffers built, handed back to the receive stage after each batch.
+    let mut built: Vec<BufId> = Vec::with_capacity(BATCH);
     loop {
         // Read before draining: everything stamped before it is in the queue.
         let fence = shared.fence.load(Ordering::Acquire);
@@ -856,6 +848,8 @@ fn build_stage(
                 asm.flush();
                 return;
             }
+            // The receive stage may take the assembly next.
+            crate::event::fence_rows();
             drop(asm);
             // Under load the next batch is due within tens of µs: wait for it
             // awake, so the receive stage's hand-over needs no wake-up call

@@ -245,9 +245,7 @@ impl Publisher {
     /// is at hand, without copying it.
     #[inline]
     pub fn send_event(&mut self, ev: &mut Event<'_>) {
-        while let Ok(b) = self.returned.try_recv() {
-            self.spares.push(b);
-        }
+        self.collect_returned();
         let Some(mut buf) = self.spares.pop() else {
             // Every spare is in flight: copy.
             return self.send(ev.encode(self.format));
@@ -322,12 +320,19 @@ impl Publisher {
         r.is_ok()
     }
 
-    /// Buffers ready to be lent (every returned one collected first).
-    #[cfg(test)]
-    fn at_hand(&mut self) -> usize {
+    /// Puts the buffers libzmq has given back on the spare stack, the last
+    /// one returned on top.
+    #[inline]
+    fn collect_returned(&mut self) {
         while let Ok(b) = self.returned.try_recv() {
             self.spares.push(b);
         }
+    }
+
+    /// Buffers ready to be lent (every returned one collected first).
+    #[cfg(test)]
+    fn at_hand(&mut self) -> usize {
+        self.collect_returned();
         self.spares.len()
     }
 

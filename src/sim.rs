@@ -614,7 +614,7 @@ impl SimConfig {
         if max == 0 {
             return 0;
         }
-        mix(self.seed ^ 0x6a69_7474_6572 ^ frame.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % max
+        hash3(self.seed ^ 0x6a69_7474_6572, 0, frame) % max
     }
 
     /// The source address module `module` binds.

@@ -311,7 +311,7 @@ impl fmt::Display for Backend {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecvStats {
     /// io_uring: completions the receiver could not use (their buffers go
-    /// straight back to the ring) and receives ended by an error; logged at
+    /// straight back to its free stack) and receives ended by an error; logged at
     /// most once a minute. (recvmmsg returns its errors from `recv`.)
     pub errors: u64,
     /// Times the consumer held every buffer when the receiver needed one;

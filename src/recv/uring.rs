@@ -333,12 +333,11 @@ impl Drop for Uring {
 /// Refills the kernel's ring up to [`RING_FILL`] buffers from the top of
 /// the free stack and shows them to the kernel.
 fn top_up(bufs: &mut BufRing, pool: &PacketPool, free: &mut Vec<u32>, in_kernel: &mut usize) {
-    while *in_kernel < RING_FILL {
-        let Some(i) = free.pop() else { break };
+    let room = RING_FILL.saturating_sub(*in_kernel);
+    for i in free.drain(free.len().saturating_sub(room)..).rev() {
         bufs.push(pool, i);
-        *in_kernel += 1;
     }
-    bufs.publish();
+    *in_kernel += usize::from(bufs.publish());
 }
 
 /// Checks one received completion and returns (payload length, sender,
