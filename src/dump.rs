@@ -460,17 +460,16 @@ fn allocate(f: &DumpFile, chunk: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Ahead of the writer the helper keeps a chunk preallocated
-/// ([`keep_allocated`]) and faults pages in up to two windows beyond it, one
-/// step per pass of its loop ([`populate_step`]), so that between two steps
-/// it checks the preallocation again and prepares or closes files.
-///
-/// Preallocation is what keeps records from being lost (the writer never
-/// writes past it, and a file of a rotated set must be ready when the
-/// previous one is full), and it is cheap (`fallocate`, well under a
-/// millisecond for a chunk); faulting in only keeps the writer from
-/// page-faulting, and it can be slow (on these VMs ~13 ms for a 2 MiB folio
-/// of memory the host had taken back, measured).
+// Ahead of the writer the helper keeps a chunk preallocated
+// (`keep_allocated`) and faults pages in up to two windows beyond it, one
+// step per pass of its loop (`populate_step`), so that between two steps it
+// checks the preallocation again and prepares files. Preallocation is what
+// keeps records from being lost (the writer never writes past it, and a
+// file of a rotated set must be ready when the previous one is full), and
+// it is cheap (`fallocate`, well under a millisecond for a chunk); faulting
+// in only keeps the writer from page-faulting, and it can be slow (on these
+// VMs ~13 ms for a 2 MiB folio of memory the host had taken back, measured).
+
 /// Preallocates until a whole chunk lies beyond the writer (or the file is
 /// at its maximum size).
 ///
