@@ -192,7 +192,7 @@ impl Publisher {
     /// `zmq_msg_init_data`'s allocation 1.9 µs, `zmq_msg_send` 5.0 µs),
     /// the next ones 0.2 µs together. Querying `ZMQ_EVENTS` processes the
     /// real socket's pending commands; a lent one-byte message sent on the
-    /// [`warm`](Publisher::warm) socket, which has no peers, runs the same
+    /// `warm` socket, which has no peers, runs the same
     /// allocation, send and free code without anything leaving. The first
     /// send then costs ~3 µs: what is left is the real socket's own check of
     /// its command mailbox (a `poll`), which libzmq makes on the first send
