@@ -827,13 +827,13 @@ fn helper(
                     if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &f)) {
                         // The writer moved on to the prepared file (or stopped).
                         current = prepared.take();
-                        close_later(f);
                         if let Some(c) = &current {
                             let _ = behind.send(Behind::Current(c.clone()));
                         }
-                    } else {
-                        close_later(f);
                     }
+                    // (The write-back thread lets go of its own reference
+                    // when told of the new file, so it can close this one.)
+                    close_later(f);
                 }
                 Ok(Request::Stop) | Err(TryRecvError::Disconnected) => break 'run,
                 Err(TryRecvError::Empty) => break,
