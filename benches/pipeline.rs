@@ -245,50 +245,44 @@ fn bare_drain(n: u64) -> f64 {
     flood(sock.local_addr().unwrap().port(), n);
     std::thread::sleep(Duration::from_millis(50));
     let fd = sock.as_raw_fd();
-    let got = std::thread::scope(|s| {
-        s.spawn(|| {
-            core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
-            const B: usize = 64;
-            let mut bufs = vec![[0u8; 2048]; B];
-            let mut iov: Vec<libc::iovec> = bufs
-                .iter_mut()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                })
-                .collect();
-            // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-            let mut msgs: Vec<libc::mmsghdr> =
-                (0..B).map(|_| unsafe { std::mem::zeroed() }).collect();
-            for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
+    let got = on_core(0, || {
+        const B: usize = 64;
+        let mut bufs = vec![[0u8; 2048]; B];
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; all-zero is a valid value.
+        let mut msgs: Vec<libc::mmsghdr> = (0..B).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        let mut got = 0u64;
+        let t0 = Instant::now();
+        let mut last = t0;
+        while got < n {
+            // SAFETY: `msgs` points at B iovecs over B live buffers.
+            let r = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    msgs.as_mut_ptr(),
+                    B as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r > 0 {
+                got += r as u64;
+                last = Instant::now();
+            } else if last.elapsed() > Duration::from_millis(200) {
+                break;
             }
-            let mut got = 0u64;
-            let t0 = Instant::now();
-            let mut last = t0;
-            while got < n {
-                // SAFETY: `msgs` points at B iovecs over B live buffers.
-                let r = unsafe {
-                    libc::recvmmsg(
-                        fd,
-                        msgs.as_mut_ptr(),
-                        B as u32,
-                        libc::MSG_DONTWAIT,
-                        std::ptr::null_mut(),
-                    )
-                };
-                if r > 0 {
-                    got += r as u64;
-                    last = Instant::now();
-                } else if last.elapsed() > Duration::from_millis(200) {
-                    break;
-                }
-            }
-            (got, (last - t0).as_secs_f64())
-        })
-        .join()
-        .unwrap()
+        }
+        (got, (last - t0).as_secs_f64())
     });
     assert_eq!(
         got.0, n,
@@ -350,33 +344,30 @@ const WARM_BYTES: usize = 64 << 20;
 /// ready just before the trial (on the core of the dump's helper), the
 /// memory those first windows get is backed, as in a long run.
 fn warm_memory(bytes: usize, core: usize) {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            core_affinity::set_for_current(core_affinity::CoreId { id: core });
-            // SAFETY: an anonymous private mapping with no address hint; the
-            // result is checked before use and unmapped below.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    bytes,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(p, libc::MAP_FAILED, "mmap for warming memory");
-            // SAFETY: `p` is our mapping of `bytes` bytes; MADV_HUGEPAGE
-            // only changes how it is backed, writing one byte per page
-            // stays inside it, and it is unmapped exactly once.
-            unsafe {
-                libc::madvise(p, bytes, libc::MADV_HUGEPAGE);
-                for off in (0..bytes).step_by(4096) {
-                    p.cast::<u8>().add(off).write_volatile(1);
-                }
-                libc::munmap(p, bytes);
+    on_core(core, || {
+        // SAFETY: an anonymous private mapping with no address hint; the
+        // result is checked before use and unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap for warming memory");
+        // SAFETY: `p` is our mapping of `bytes` bytes; MADV_HUGEPAGE
+        // only changes how it is backed, writing one byte per page
+        // stays inside it, and it is unmapped exactly once.
+        unsafe {
+            libc::madvise(p, bytes, libc::MADV_HUGEPAGE);
+            for off in (0..bytes).step_by(4096) {
+                p.cast::<u8>().add(off).write_volatile(1);
             }
-        });
+            libc::munmap(p, bytes);
+        }
     });
 }
 
@@ -611,37 +602,32 @@ struct Noise {
 /// bursts, and a gap that falls between the last datagram of a readout and
 /// its events adds to their latency.
 fn noise_floor(core: usize, secs: f64) -> Noise {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            core_affinity::set_for_current(core_affinity::CoreId { id: core });
-            let start = Instant::now();
-            let end = Duration::from_secs_f64(secs);
-            let (mut prev, mut lost) = (Duration::ZERO, Duration::ZERO);
-            let (mut gaps, mut long, mut max) = (0u64, 0u64, Duration::ZERO);
-            loop {
-                let t = start.elapsed();
-                let gap = t - prev;
-                prev = t;
-                if gap >= Duration::from_micros(1) {
-                    lost += gap;
-                    gaps += (gap >= Duration::from_micros(20)) as u64;
-                    long += (gap >= Duration::from_micros(100)) as u64;
-                    max = max.max(gap);
-                }
-                if t >= end {
-                    break;
-                }
+    on_core(core, || {
+        let start = Instant::now();
+        let end = Duration::from_secs_f64(secs);
+        let (mut prev, mut lost) = (Duration::ZERO, Duration::ZERO);
+        let (mut gaps, mut long, mut max) = (0u64, 0u64, Duration::ZERO);
+        loop {
+            let t = start.elapsed();
+            let gap = t - prev;
+            prev = t;
+            if gap >= Duration::from_micros(1) {
+                lost += gap;
+                gaps += (gap >= Duration::from_micros(20)) as u64;
+                long += (gap >= Duration::from_micros(100)) as u64;
+                max = max.max(gap);
             }
-            let secs = prev.as_secs_f64();
-            Noise {
-                gaps_per_s: gaps as f64 / secs,
-                long_per_s: long as f64 / secs,
-                max_us: max.as_secs_f64() * 1e6,
-                lost_pct: 100.0 * lost.as_secs_f64() / secs,
+            if t >= end {
+                break;
             }
-        })
-        .join()
-        .unwrap()
+        }
+        let secs = prev.as_secs_f64();
+        Noise {
+            gaps_per_s: gaps as f64 / secs,
+            long_per_s: long as f64 / secs,
+            max_us: max.as_secs_f64() * 1e6,
+            lost_pct: 100.0 * lost.as_secs_f64() / secs,
+        }
     })
 }
 
@@ -666,13 +652,20 @@ fn flood(port: u16, n: u64) {
     // Sent from the receiving core: the kernel frees a datagram's buffers on
     // the core that allocated them, and that work must not land on the build
     // stage's core (nor be done for free by an idle core for the bare loop).
-    let stats = std::thread::spawn(move || {
-        core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
-        sim::run(&cfg, &AtomicBool::new(false)).unwrap()
-    })
-    .join()
-    .unwrap();
+    let stats = on_core(0, || sim::run(&cfg, &AtomicBool::new(false)).unwrap());
     assert_eq!(stats.sent(), n / 32 * 32);
+}
+
+/// Runs `f` on a thread pinned to `core` and returns what it returns.
+fn on_core<T: Send>(core: usize, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+            f()
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 fn force_rcvbuf(sock: &UdpSocket, bytes: usize) {
