@@ -14,7 +14,7 @@
 //!
 //! This module owns the threads, the two bounded SPSC queues between them
 //! (datagram references forward, emptied buffers back), and the order of
-//! shutdown. The [`Assembly`] — builder, publisher and their metrics — is
+//! shutdown. The `Assembly` — builder, publisher and their metrics — is
 //! owned by whichever stage holds its lock: the build thread while it drains
 //! the queue, or the receive thread for a batch small enough to build
 //! inline. Why both: on these VMs waking a sleeping thread takes p50 22 µs,
