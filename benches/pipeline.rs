@@ -32,7 +32,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,7 +150,8 @@ fn main() {
         t.receive_work.trials(),
     );
     {
-        let dir = tmpdir("dump");
+        let dir = dump_dir();
+        t.dump_fs = fs_name(&dir);
         let drain = |name: String, warm: bool| {
             let path = dir.join(name);
             let d = daemon_drain(plan.drain_n, &["--io", "uring"], Some(&path), warm);
@@ -171,8 +172,9 @@ fn main() {
         );
         let p = &t.dump;
         println!(
-            "capacity with --dump: bare {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2} (per trial {}); \
+            "capacity with --dump (on {}): bare {:.3} Mpps, ssdaqd {:.3} Mpps, ratio {:.2} (per trial {}); \
              receiving waited for building {:.0} times per trial; on memory the host had taken back: {:.3} Mpps",
+            t.dump_fs,
             p.bare() / 1e6,
             p.daemon() / 1e6,
             p.ratio(),
@@ -395,6 +397,47 @@ fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>, warm: bool) -> Drain
         rate: n as f64 / span,
         cpu_ns_per_datagram: cpu as f64 / n as f64,
         build_bound: s["build_bound"],
+    }
+}
+
+/// Where the dump trials write: `SSDAQ_BENCH_DUMP_DIR` (to measure the disk
+/// a DAQ would dump to: the figure depends on its filesystem), else a
+/// temporary directory.
+fn dump_dir() -> PathBuf {
+    match std::env::var_os("SSDAQ_BENCH_DUMP_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d).join(format!("ssdaq-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&d).unwrap_or_else(|e| {
+                panic!("SSDAQ_BENCH_DUMP_DIR: cannot create {}: {e}", d.display())
+            });
+            d
+        }
+        None => tmpdir("dump"),
+    }
+}
+
+/// The filesystem `dir` is on, by its statfs magic.
+fn fs_name(dir: &Path) -> &'static str {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return "unknown";
+    };
+    // SAFETY: `libc::statfs` is plain data, for which all-zero bytes are a
+    // valid value; statfs(2) fills it in from a NUL-terminated path.
+    let (rc, st) = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st), st)
+    };
+    if rc != 0 {
+        return "unknown";
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    match st.f_type as u64 {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        _ => "other",
     }
 }
 
@@ -836,6 +879,8 @@ struct Table {
     /// [`Bare::LIKE_DAEMON`] against [`Bare::PLAIN`].
     receive_work: Pair,
     dump: Pair,
+    /// The filesystem the dump trials wrote to.
+    dump_fs: &'static str,
     e2e: Pair,
     real: Option<Paced>,
     real_pinned: Option<Paced>,
@@ -876,7 +921,8 @@ impl Table {
         );
         let dump_ratio = self.dump.ratio();
         println!(
-            "| capacity with --dump | {dump_ratio:.2} × bare ({:.2} Mpps) | ≥ 0.8 | {} |",
+            "| capacity with --dump, on {} | {dump_ratio:.2} × bare ({:.2} Mpps) | ≥ 0.8 | {} |",
+            self.dump_fs,
             self.dump.daemon() / 1e6,
             ok(dump_ratio >= 0.8)
         );
@@ -935,11 +981,12 @@ impl Table {
             ok(rss <= 64.0)
         );
         println!(
-            "RESULT quick={} capacity_ratio={:.3} capacity_recvmmsg_ratio={:.3} receive_work_ratio={:.3} dump_ratio={dump_ratio:.3} e2e_ratio={e2e:.3} p99_real_us={:.1} p99_real_sleeping_us={:.1} p99_real_unpinned_us={:.1} p99_100x_us={:.1} cpu_real_pct={:.3} replay_gbps={replay:.3} rss_mib={rss:.1} noise_gaps_per_s={:.0}",
+            "RESULT quick={} capacity_ratio={:.3} capacity_recvmmsg_ratio={:.3} receive_work_ratio={:.3} dump_ratio={dump_ratio:.3} dump_fs={} e2e_ratio={e2e:.3} p99_real_us={:.1} p99_real_sleeping_us={:.1} p99_real_unpinned_us={:.1} p99_100x_us={:.1} cpu_real_pct={:.3} replay_gbps={replay:.3} rss_mib={rss:.1} noise_gaps_per_s={:.0}",
             quick as u8,
             cap("uring"),
             cap("recvmmsg"),
             self.receive_work.ratio(),
+            self.dump_fs,
             polled.p99 / 1e3,
             pinned.p99 / 1e3,
             real.p99 / 1e3,
