@@ -324,11 +324,10 @@ impl Naming {
                 ext: "raw".into(),
             };
         }
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        // "run.raw" has the parent "": kept as is, so that the files of the
+        // set are named as the user named the first ("run.0001.raw", not
+        // "./run.0001.raw", which a reader would not recognise as its set).
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -338,6 +337,29 @@ impl Naming {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "raw".into());
         Naming { dir, stem, ext }
+    }
+
+    /// A later file of a set of this name that is already there
+    /// (`stem.NNNN.raw`): a new set would stop at it when it got that far.
+    fn existing_later(&self) -> Option<PathBuf> {
+        let dir = if self.dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &self.dir
+        };
+        let (prefix, suffix) = (format!("{}.", self.stem), format!(".{}", self.ext));
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .find_map(|e| {
+                let name = e.file_name();
+                let index = name
+                    .to_str()?
+                    .strip_prefix(&prefix)?
+                    .strip_suffix(&suffix)?;
+                (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| self.dir.join(&name))
+            })
     }
 
     /// File `index` of the set: `stem.raw`, `stem.0001.raw`, …
@@ -370,6 +392,50 @@ fn utc_stamp(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// The header's `key=value` lines, at most `limit` bytes. Every key is
+/// kept: should the text be too long (a long command line), the longest
+/// values are shortened (at a character boundary, ending in "...") until it
+/// fits, so the short builder settings a replay needs survive.
+fn info_text(pairs: &[(String, String)], limit: usize) -> String {
+    let mut values: Vec<String> = pairs.iter().map(|(_, v)| v.replace('\n', " ")).collect();
+    let len = |values: &[String]| -> usize {
+        pairs
+            .iter()
+            .zip(values)
+            .map(|((k, _), v)| k.len() + v.len() + 2)
+            .sum()
+    };
+    while len(&values) > limit {
+        let Some(longest) = (0..values.len()).max_by_key(|&i| values[i].len()) else {
+            break;
+        };
+        let excess = len(&values) - limit;
+        let v = &mut values[longest];
+        if v.is_empty() {
+            break; // Only keys are left, and they do not fit: cut below.
+        }
+        let mut keep = v.len().saturating_sub(excess + 3);
+        while !v.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        v.truncate(keep);
+        v.push_str("...");
+        if keep == 0 {
+            v.clear();
+        }
+    }
+    let mut text = String::new();
+    for ((k, _), v) in pairs.iter().zip(&values) {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let mut keep = text.len().min(limit);
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    text.truncate(keep);
+    text
 }
 
 /// Everything the helper needs to create files.
@@ -611,15 +677,9 @@ impl DumpWriter {
     /// ssdaqd refuses to start) and starts the helper thread.
     pub fn create(cfg: &DumpConfig, stats: Arc<DumpStats>) -> io::Result<DumpWriter> {
         let created_ns = crate::clock::now_ns();
-        let mut info = String::new();
-        for (k, v) in &cfg.info {
-            info.push_str(&format!("{k}={}\n", v.replace('\n', " ")));
-        }
+        let info = info_text(&cfg.info, HEADER_LEN - FILE_HEADER_FIXED);
         let max_file_size = (cfg.max_file_size as usize).max(HEADER_LEN + record_len(MAX_PAYLOAD));
         let chunk_size = (cfg.chunk_size as usize).max(2 * WINDOW);
-        if info.len() > HEADER_LEN - FILE_HEADER_FIXED {
-            info.truncate(HEADER_LEN - FILE_HEADER_FIXED);
-        }
         let mut header = vec![0u8; HEADER_LEN];
         let fixed = FileHeader {
             magic: MAGIC,
@@ -638,6 +698,15 @@ impl DumpWriter {
             chunk_size,
             header,
         };
+        if let Some(later) = plan.naming.existing_later() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists: refusing to start a dump set that would overwrite it",
+                    later.display()
+                ),
+            ));
+        }
         let first = Arc::new(plan.create(0)?);
         stats.files.store(1, Ordering::Relaxed);
         info!("dumping every datagram to {}", first.path.display());
@@ -1597,6 +1666,68 @@ mod tests {
                 "ready {ready} is not page-aligned"
             );
         }
+    }
+
+    #[test]
+    fn a_later_file_of_an_earlier_set_stops_the_start_not_the_run() {
+        // Left over from an earlier run of the same name: the new set would
+        // have met it at its first rotation and stopped dumping there.
+        let dir = tmpdir("later");
+        std::fs::write(dir.join("run.0003.raw"), b"old").unwrap();
+        std::fs::write(dir.join("run.notes.raw"), b"not of the set").unwrap();
+        let e = DumpWriter::create(&cfg(dir.join("run.raw")), Arc::new(DumpStats::default()))
+            .err()
+            .expect("must refuse");
+        assert!(e.to_string().contains("run.0003.raw exists"), "{e}");
+        assert!(!dir.join("run.raw").exists(), "nothing created");
+        assert_eq!(std::fs::read(dir.join("run.0003.raw")).unwrap(), b"old");
+        // Another name in the same directory is not affected.
+        write(&cfg(dir.join("other.raw")), 3);
+    }
+
+    #[test]
+    fn a_bare_file_name_names_its_set_the_way_a_reader_finds_it() {
+        // `ssdaq-replay run.raw` in the dump's directory must find
+        // run.0001.raw, …: the reader compares names built the same way.
+        let n = Naming::new(Path::new("run.raw"), 0);
+        assert_eq!(n.path(0), Path::new("run.raw"));
+        assert_eq!(n.path(1), Path::new("run.0001.raw"));
+        let n = Naming::new(Path::new("./d/run.raw"), 0);
+        assert_eq!(n.path(0), Path::new("./d/run.raw"));
+        assert_eq!(n.path(12), Path::new("./d/run.0012.raw"));
+    }
+
+    #[test]
+    fn a_long_command_line_is_shortened_and_every_setting_kept() {
+        // Non-ASCII, and far longer than the header: the cut must fall on a
+        // character boundary, and the settings after it must survive.
+        let long = "ssdaqd --dump /données/".to_string() + &"é".repeat(3000);
+        let pairs: Vec<(String, String)> = vec![
+            ("ssdaqd_version".into(), "1".into()),
+            ("command_line".into(), long),
+            ("window_ns".into(), "10000".into()),
+            ("slots".into(), "1024".into()),
+        ];
+        let limit = HEADER_LEN - FILE_HEADER_FIXED;
+        let text = info_text(&pairs, limit);
+        assert!(text.len() <= limit, "{}", text.len());
+        let kv: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        assert_eq!(kv.len(), 4, "{text}");
+        assert_eq!(kv[0], ("ssdaqd_version", "1"));
+        assert!(kv[1].1.starts_with("ssdaqd --dump /données/é") && kv[1].1.ends_with("..."));
+        assert_eq!(kv[2], ("window_ns", "10000"));
+        assert_eq!(kv[3], ("slots", "1024"));
+        // Written and read back through a real file.
+        let dir = tmpdir("longinfo");
+        let mut c = cfg(dir.join("run.raw"));
+        c.info = pairs;
+        write(&c, 2);
+        let d = Dump::open(dir.join("run.raw")).unwrap();
+        assert_eq!(d.info().get("slots"), Some("1024"));
+        assert_eq!(d.info().get("window_ns"), Some("10000"));
+        // Short text is left alone.
+        let short = [("a".to_string(), "b\nc".to_string())];
+        assert_eq!(info_text(&short, limit), "a=b c\n");
     }
 
     #[test]
