@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::builder::{
     self, Builder, BuilderConfig, BuilderStats, Datagram, Event, EventSink, Outcome,
@@ -131,6 +131,8 @@ pub struct DaemonConfig {
     pub dump: Option<DumpConfig>,
     /// Poll the socket instead of sleeping: lowest latency, a whole core.
     pub busy_poll: bool,
+    /// Fault injection, for tests: this stage panics on its first batch.
+    pub inject_panic: Option<Stage>,
 }
 
 impl Default for DaemonConfig {
@@ -148,8 +150,16 @@ impl Default for DaemonConfig {
             status_interval: Duration::from_secs(5),
             dump: None,
             busy_poll: false,
+            inject_panic: None,
         }
     }
+}
+
+/// The pipeline's two stages.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Receive,
+    Build,
 }
 
 /// Why the daemon could not start. Each is something the operator can fix.
@@ -228,6 +238,11 @@ struct Shared {
     fence: AtomicU64,
     stop: Arc<AtomicBool>,
     recv_done: AtomicBool,
+    /// The build stage has ended (after `recv_done`, or by a panic).
+    build_done: AtomicBool,
+    /// A stage ended by a panic; the daemon stopped.
+    failed: AtomicBool,
+    inject_panic: Option<Stage>,
     /// When the assembly next needs the wall clock (ns): the receive thread
     /// sleeps no longer than this.
     next_wake: AtomicU64,
@@ -499,6 +514,11 @@ impl Daemon {
         let publisher =
             Publisher::bind(&cfg.endpoint, cfg.format, cfg.hwm).map_err(StartError::Publish)?;
         let endpoint = publisher.endpoint().to_string();
+        let pool = PacketPool::new(cfg.buffers);
+        let receiver = Receiver::new(socket, pool.clone(), cfg.io).map_err(StartError::Io)?;
+        // Last of what can refuse the start: a dump file created before a
+        // refusal would be left behind, and refuse the next start with the
+        // same --dump as an overwrite.
         let dump_stats = Arc::new(DumpStats::default());
         let dump = match &cfg.dump {
             Some(d) => {
@@ -511,8 +531,6 @@ impl Daemon {
             }
             None => None,
         };
-        let pool = PacketPool::new(cfg.buffers);
-        let receiver = Receiver::new(socket, pool.clone(), cfg.io).map_err(StartError::Io)?;
         let backend = receiver.backend();
         // The port really bound (`-l 0` picks a free one).
         let listen = match receiver.local_addr() {
@@ -543,6 +561,9 @@ impl Daemon {
             fence: AtomicU64::new(now),
             stop,
             recv_done: AtomicBool::new(false),
+            build_done: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            inject_panic: cfg.inject_panic,
             next_wake: AtomicU64::new(now),
             recv: RecvCounters::default(),
             batches: BatchSizes::new(BATCH),
@@ -622,6 +643,7 @@ impl Daemon {
         let asm = self.shared.lock();
         let r = &self.shared.recv;
         Summary {
+            stage_failed: self.shared.failed.load(Ordering::Relaxed),
             elapsed_ns: since(self.started_ns, clock::now_ns()),
             backend: self.backend,
             rcvbuf: self.rcvbuf,
@@ -644,6 +666,39 @@ impl Daemon {
             dump: self.shared.dumping.then(|| self.shared.dump.snapshot()),
             span: asm.span,
             cpu_ns: process_cpu_ns(),
+        }
+    }
+}
+
+/// Ends a stage's part however the stage ends, a panic included, so that
+/// the other stage and the daemon stop rather than wait for it forever: the
+/// receive stage's end lets the build stage flush and return, the build
+/// stage's end lets a receive stage that waits for buffers give up.
+struct StageEnd<'a> {
+    shared: &'a Shared,
+    stage: &'static str,
+    /// For the receive stage: the build thread, to wake for the flush.
+    wake: Option<thread::Thread>,
+}
+
+impl Drop for StageEnd<'_> {
+    fn drop(&mut self) {
+        let shared = self.shared;
+        if thread::panicking() {
+            shared.failed.store(true, Ordering::Relaxed);
+            shared.stop.store(true, Ordering::Relaxed);
+            error!(
+                "the {} stage failed (the panic is above); stopping",
+                self.stage
+            );
+        }
+        match &self.wake {
+            Some(build_thread) => {
+                shared.fence.store(clock::now_ns(), Ordering::Release);
+                shared.recv_done.store(true, Ordering::Release);
+                build_thread.unpark();
+            }
+            None => shared.build_done.store(true, Ordering::Release),
         }
     }
 }
@@ -671,6 +726,11 @@ impl RecvStage {
             core,
         } = self;
         crate::cores::pin_current(core, "the receive stage");
+        let _end = StageEnd {
+            shared,
+            stage: "receive",
+            wake: Some(build_thread.clone()),
+        };
         let pool = rx.pool().clone();
         let capacity = to_build.buffer().capacity();
         let mut batch: Vec<RecvMeta> = Vec::with_capacity(BATCH);
@@ -708,8 +768,14 @@ impl RecvStage {
                 // asleep in the receiver for a whole timeout.
                 // (The build stage runs until this stage is done, stop or not.)
                 let give_up = draining.map_or(u64::MAX, |(until, _)| until);
-                while returned.is_empty() && clock::now_ns() < give_up {
+                while returned.is_empty()
+                    && clock::now_ns() < give_up
+                    && !shared.build_done.load(Ordering::Acquire)
+                {
                     thread::yield_now();
+                }
+                if returned.is_empty() && shared.build_done.load(Ordering::Acquire) {
+                    break; // The build stage failed: nothing can be built.
                 }
                 shared.recv.build_bound.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -750,6 +816,9 @@ impl RecvStage {
                 *empty_polls = if n == 0 { *empty_polls + 1 } else { 0 };
             }
             load.add(n, now);
+            if n > 0 && shared.inject_panic == Some(Stage::Receive) {
+                panic!("fault injected into the receive stage (--inject-panic)");
+            }
             if n > 0 {
                 shared.batches.record(n);
                 shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
@@ -791,9 +860,7 @@ impl RecvStage {
             }
         }
         shared.recv.update(&rx);
-        shared.fence.store(clock::now_ns(), Ordering::Release);
-        shared.recv_done.store(true, Ordering::Release);
-        build_thread.unpark();
+        // `_end` now tells the build stage that all is queued.
     }
 }
 
@@ -806,6 +873,11 @@ fn build_stage(
     core: Option<usize>,
 ) {
     crate::cores::pin_current(core, "the build stage");
+    let _end = StageEnd {
+        shared,
+        stage: "build",
+        wake: None,
+    };
     // Buffers built, handed back to the receive stage after each batch.
     let mut built: Vec<BufId> = Vec::with_capacity(BATCH);
     loop {
@@ -814,6 +886,9 @@ fn build_stage(
         let done = shared.recv_done.load(Ordering::Acquire);
         let queued = from_recv.slots();
         if queued > 0 || done {
+            if queued > 0 && shared.inject_panic == Some(Stage::Build) {
+                panic!("fault injected into the build stage (--inject-panic)");
+            }
             let mut asm = shared.lock();
             // Everything queued when the fence was read, a batch at a time,
             // so that emptied buffers go back to the receive stage while the
@@ -955,6 +1030,9 @@ fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
 /// What a run did, printed when it ends.
 #[derive(Clone, Debug)]
 pub struct Summary {
+    /// A stage ended by a panic and stopped the daemon: the figures are
+    /// what was counted until then.
+    pub stage_failed: bool,
     pub elapsed_ns: u64,
     pub backend: Backend,
     pub rcvbuf: usize,
@@ -993,8 +1071,13 @@ impl fmt::Display for Summary {
         let secs = self.elapsed_ns as f64 / 1e9;
         writeln!(
             f,
-            "ssdaqd summary after {secs:.1} s ({} receive)",
-            self.backend
+            "ssdaqd summary after {secs:.1} s ({} receive){}",
+            self.backend,
+            if self.stage_failed {
+                ", STOPPED BY A FAILED STAGE"
+            } else {
+                ""
+            }
         )?;
         writeln!(
             f,
@@ -1035,6 +1118,7 @@ impl Summary {
         let mut kv: Vec<(String, u64)> = vec![
             ("received".into(), self.received),
             ("received_bytes".into(), self.received_bytes),
+            ("stage_failed".into(), self.stage_failed as u64),
             ("accepted".into(), b.datagrams()),
             ("refused".into(), b.rejected_total()),
             ("late".into(), b.late()),

@@ -276,6 +276,39 @@ fn datagrams_already_queued_when_the_stop_signal_comes_are_built_not_dropped() {
 }
 
 #[test]
+fn a_stage_that_panics_stops_the_daemon_with_an_error_instead_of_hanging() {
+    // Before, a panicking build stage left the receive stage waiting forever
+    // for buffers, and a panicking receive stage left the build stage
+    // waiting forever for its end: SIGINT did nothing.
+    for stage in ["build", "receive"] {
+        let d = Ssdaqd::start(&[
+            "--modules",
+            "0-31",
+            "--io",
+            "recvmmsg",
+            "--inject-panic",
+            stage,
+        ]);
+        let cam = Camera::new(32, d.port);
+        // Queued while the daemon is stopped, so that it resumes to full
+        // batches (recvmmsg takes 64 at a time), which go to the build stage.
+        d.signal(libc::SIGSTOP);
+        send_frames(&cam, 40, &[]);
+        std::thread::sleep(Duration::from_millis(50));
+        d.signal(libc::SIGCONT);
+        // It stops by itself, with no signal.
+        let (status, log) = d.finish();
+        assert_eq!(status.code(), Some(1), "{stage}: {log}");
+        assert!(
+            log.contains(&format!("the {stage} stage failed")),
+            "{stage}: {log}"
+        );
+        assert!(log.contains("stage_failed=1"), "{stage}: {log}");
+        assert!(log.contains("STOPPED BY A FAILED STAGE"), "{stage}: {log}");
+    }
+}
+
+#[test]
 fn format_v2_publishes_ssreadout_messages() {
     let mut d = Ssdaqd::start(&["--format", "v2", "--modules", "0-1"]);
     let mut sub = d.subscribe();

@@ -103,6 +103,9 @@ struct Cli {
     /// a whole core (use with --cores). Off: the daemon idles near 0 % CPU.
     #[arg(long)]
     busy_poll: bool,
+    /// Fault injection for tests: make this stage panic on its first batch.
+    #[arg(long, value_enum, value_name = "STAGE", hide = true)]
+    inject_panic: Option<ssdaq::pipeline::Stage>,
     /// Record every datagram in a raw dump: a file to create, or a directory.
     #[arg(long, value_name = "PATH_OR_DIR")]
     dump: Option<std::path::PathBuf>,
@@ -224,6 +227,7 @@ fn config(cli: &Cli) -> DaemonConfig {
         buffers: cli.buffers,
         status_interval: seconds("--status", cli.status),
         busy_poll: cli.busy_poll,
+        inject_panic: cli.inject_panic,
         dump,
     }
 }
@@ -272,6 +276,10 @@ fn main() {
         d.finish();
     }
     eprint!("{summary}");
+    if summary.stage_failed {
+        eprintln!("ssdaqd: stopped because a pipeline stage failed (its panic is logged above)");
+        std::process::exit(1);
+    }
 }
 
 /// `--demo`: a simulated camera feeding the daemon, and a subscriber printing events.
