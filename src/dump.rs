@@ -465,6 +465,11 @@ impl Plan {
                     io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
                 }
             })?;
+        // Held until the file is closed, truncated to its length: a reader
+        // that mapped it at its preallocated size would fault (SIGBUS) on
+        // the part cut off, so readers refuse a locked file. Best effort.
+        // SAFETY: flock on our own, open descriptor; it changes no memory.
+        let _ = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         let map = Mapping::new(&file, self.max_file_size)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot map {}: {e}", path.display())))?;
         let f = DumpFile {
@@ -1027,11 +1032,28 @@ fn close_file(f: Arc<DumpFile>) {
 /// Why a dump cannot be read.
 #[derive(Debug)]
 pub enum DumpError {
-    Io { path: PathBuf, source: io::Error },
-    Empty { path: PathBuf },
-    NotADump { path: PathBuf },
-    UnknownVersion { path: PathBuf, version: u32 },
-    BadHeader { path: PathBuf, what: &'static str },
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Empty {
+        path: PathBuf,
+    },
+    NotADump {
+        path: PathBuf,
+    },
+    UnknownVersion {
+        path: PathBuf,
+        version: u32,
+    },
+    BadHeader {
+        path: PathBuf,
+        what: &'static str,
+    },
+    /// A running ssdaqd is writing it (it holds the file's lock).
+    BeingWritten {
+        path: PathBuf,
+    },
 }
 
 impl std::fmt::Display for DumpError {
@@ -1054,6 +1076,12 @@ impl std::fmt::Display for DumpError {
             DumpError::BadHeader { path, what } => {
                 write!(f, "{}: damaged file header: {what}", path.display())
             }
+            DumpError::BeingWritten { path } => write!(
+                f,
+                "{}: a running ssdaqd is writing this file; it can be read once closed \
+                 (when the dump moves to its next file, or ssdaqd stops)",
+                path.display()
+            ),
         }
     }
 }
@@ -1129,13 +1157,26 @@ impl Dump {
             source,
         };
         let file = File::open(&path).map_err(io_err)?;
+        // The writer locks a file exclusively from its creation until it is
+        // closed; a closed file is never opened for writing again, so a
+        // check here is enough.
+        // SAFETY: flock on our own, open descriptor; it changes no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(DumpError::BeingWritten { path });
+            }
+            // Locks not supported here: read without.
+        }
         let len = file.metadata().map_err(io_err)?.len();
         if len == 0 {
             return Err(DumpError::Empty { path });
         }
-        // SAFETY: a read-only mapping; the file is not modified while we read
-        // it (a dump being written by a live ssdaqd only grows past what it
-        // has written, which we do not trust until its CRC checks out).
+        // SAFETY: a read-only mapping of a file that does not change while we
+        // read it: ssdaqd holds an exclusive lock on a file from its creation
+        // until it has truncated and closed it, and we refused locked files
+        // above; a closed dump is never written again. (Anyone else changing
+        // a dump file underneath a reader is outside this contract.)
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
         let Ok((h, rest)) = FileHeader::ref_from_prefix(&map[..]) else {
             return Err(DumpError::NotADump { path });
@@ -1728,6 +1769,26 @@ mod tests {
         // Short text is left alone.
         let short = [("a".to_string(), "b\nc".to_string())];
         assert_eq!(info_text(&short, limit), "a=b c\n");
+    }
+
+    #[test]
+    fn a_file_still_being_written_is_refused_by_readers_until_closed() {
+        // Read while being written, the file would be mapped at its
+        // preallocated size and then truncated under the reader (SIGBUS).
+        let dir = tmpdir("live");
+        let path = dir.join("run.raw");
+        let mut w = DumpWriter::create(&cfg(path.clone()), Arc::new(DumpStats::default())).unwrap();
+        for i in 0..10 {
+            w.append(1_000 + i as u64, src(i), false, &payload(i));
+        }
+        let e = Dump::open(&path)
+            .err()
+            .expect("a live file must be refused");
+        assert!(matches!(e, DumpError::BeingWritten { .. }), "{e}");
+        assert!(e.to_string().contains("a running ssdaqd is writing"), "{e}");
+        w.finish();
+        let d = Dump::open(&path).unwrap();
+        assert_eq!(records(&d).len(), 10);
     }
 
     #[test]
