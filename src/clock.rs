@@ -2,7 +2,8 @@
 //!
 //! Arrival times are CLOCK_REALTIME so that a raw dump records when a
 //! datagram arrived in calendar time; latencies are differences of such
-//! stamps (clamped at zero should the clock step backwards).
+//! stamps (clamped at zero should the clock step backwards). The daemon's
+//! own deadlines use [`mono_ns`], which a clock step does not move.
 
 /// CLOCK_REALTIME now, in ns since the Unix epoch (vDSO: no syscall).
 ///
@@ -18,6 +19,20 @@ pub fn now_ns() -> u64 {
     // SAFETY: clock_gettime only writes the timespec we pass; CLOCK_REALTIME
     // always exists, so it cannot fail.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC now, in ns: for the daemon's own deadlines and rates
+/// (how long to spin, to drain at a stop, the recent load), which must not
+/// stretch or shrink when the wall clock is stepped. Never for stamps.
+#[inline]
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as in `now_ns`; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

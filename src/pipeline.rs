@@ -69,7 +69,8 @@ use crate::recv::{self, BATCH, Backend, BufId, IoMode, PacketPool, Receiver, Rec
 pub const OFFLOAD_PER_WINDOW: u64 = 1_000;
 const LOAD_WINDOW_NS: u64 = 10_000_000;
 
-/// Datagrams received in the current and the previous 10 ms window.
+/// Datagrams received in the current and the previous 10 ms window
+/// (monotonic time: [`clock::mono_ns`]).
 #[derive(Default)]
 struct LoadMeter {
     window_start_ns: u64,
@@ -746,10 +747,10 @@ impl RecvStage {
         let mut draining: Option<(u64, u32)> = None;
         loop {
             if draining.is_none() && shared.stop.load(Ordering::Relaxed) {
-                draining = Some((clock::now_ns() + DRAIN_ON_STOP_NS, 0));
+                draining = Some((clock::mono_ns() + DRAIN_ON_STOP_NS, 0));
             }
             if let Some((until, empty_polls)) = draining {
-                if empty_polls >= 2 || clock::now_ns() >= until {
+                if empty_polls >= 2 || clock::mono_ns() >= until {
                     break;
                 }
             }
@@ -769,7 +770,7 @@ impl RecvStage {
                 // (The build stage runs until this stage is done, stop or not.)
                 let give_up = draining.map_or(u64::MAX, |(until, _)| until);
                 while returned.is_empty()
-                    && clock::now_ns() < give_up
+                    && clock::mono_ns() < give_up
                     && !shared.build_done.load(Ordering::Acquire)
                 {
                     thread::yield_now();
@@ -808,14 +809,15 @@ impl RecvStage {
                 }
             };
             let now = clock::now_ns();
-            if now >= next_drop_check {
+            let mono = clock::mono_ns();
+            if mono >= next_drop_check {
                 shared.recv.update(&rx);
-                next_drop_check = now + 1_000_000_000;
+                next_drop_check = mono + 1_000_000_000;
             }
             if let Some((_, empty_polls)) = &mut draining {
                 *empty_polls = if n == 0 { *empty_polls + 1 } else { 0 };
             }
-            load.add(n, now);
+            load.add(n, mono);
             if n > 0 && shared.inject_panic == Some(Stage::Receive) {
                 panic!("fault injected into the receive stage (--inject-panic)");
             }
@@ -931,10 +933,10 @@ fn build_stage(
             // (a futex wake and, on these VMs, ~20 µs for a halted core).
             // Yielding, so a thread that shares this core (the dump's helper,
             // libzmq's I/O thread) runs at once when it has work.
-            let spin_until = clock::now_ns() + SPIN_BEFORE_PARK_NS;
+            let spin_until = clock::mono_ns() + SPIN_BEFORE_PARK_NS;
             while from_recv.is_empty()
                 && !shared.recv_done.load(Ordering::Relaxed)
-                && clock::now_ns() < spin_until
+                && clock::mono_ns() < spin_until
             {
                 thread::yield_now();
             }
