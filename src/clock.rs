@@ -12,14 +12,7 @@
 /// pipeline reads the clock a few times per datagram.
 #[inline]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec we pass; CLOCK_REALTIME
-    // always exists, so it cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    read(libc::CLOCK_REALTIME)
 }
 
 /// CLOCK_MONOTONIC now, in ns: for the daemon's own deadlines and rates
@@ -27,12 +20,19 @@ pub fn now_ns() -> u64 {
 /// stretch or shrink when the wall clock is stepped. Never for stamps.
 #[inline]
 pub fn mono_ns() -> u64 {
+    read(libc::CLOCK_MONOTONIC)
+}
+
+/// `clock` now, in ns (`clock_gettime` through the vDSO).
+#[inline(always)]
+fn read(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: as in `now_ns`; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: clock_gettime only writes the timespec we pass; both clocks
+    // passed here (REALTIME, MONOTONIC) always exist, so it cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
