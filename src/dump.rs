@@ -420,10 +420,11 @@ fn info_text(pairs: &[(String, String)], limit: usize) -> String {
         while !v.is_char_boundary(keep) {
             keep -= 1;
         }
-        v.truncate(keep);
-        v.push_str("...");
         if keep == 0 {
             v.clear();
+        } else {
+            v.truncate(keep);
+            v.push_str("...");
         }
     }
     let mut text = String::new();

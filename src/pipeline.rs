@@ -163,6 +163,15 @@ pub enum Stage {
     Build,
 }
 
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Receive => "receive",
+            Stage::Build => "build",
+        }
+    }
+}
+
 /// Why the daemon could not start. Each is something the operator can fix.
 #[derive(Debug)]
 pub enum StartError {
@@ -677,9 +686,9 @@ impl Daemon {
 /// stage's end lets a receive stage that waits for buffers give up.
 struct StageEnd<'a> {
     shared: &'a Shared,
-    stage: &'static str,
-    /// For the receive stage: the build thread, to wake for the flush.
-    wake: Option<thread::Thread>,
+    stage: Stage,
+    /// The build thread, which the receive stage's end wakes for the flush.
+    build_thread: Option<thread::Thread>,
 }
 
 impl Drop for StageEnd<'_> {
@@ -690,16 +699,18 @@ impl Drop for StageEnd<'_> {
             shared.stop.store(true, Ordering::Relaxed);
             error!(
                 "the {} stage failed (the panic is above); stopping",
-                self.stage
+                self.stage.name()
             );
         }
-        match &self.wake {
-            Some(build_thread) => {
+        match self.stage {
+            Stage::Receive => {
                 shared.fence.store(clock::now_ns(), Ordering::Release);
                 shared.recv_done.store(true, Ordering::Release);
-                build_thread.unpark();
+                if let Some(t) = &self.build_thread {
+                    t.unpark();
+                }
             }
-            None => shared.build_done.store(true, Ordering::Release),
+            Stage::Build => shared.build_done.store(true, Ordering::Release),
         }
     }
 }
@@ -729,8 +740,8 @@ impl RecvStage {
         crate::cores::pin_current(core, "the receive stage");
         let _end = StageEnd {
             shared,
-            stage: "receive",
-            wake: Some(build_thread.clone()),
+            stage: Stage::Receive,
+            build_thread: Some(build_thread.clone()),
         };
         let pool = rx.pool().clone();
         let capacity = to_build.buffer().capacity();
@@ -877,8 +888,8 @@ fn build_stage(
     crate::cores::pin_current(core, "the build stage");
     let _end = StageEnd {
         shared,
-        stage: "build",
-        wake: None,
+        stage: Stage::Build,
+        build_thread: None,
     };
     // Buffers built, handed back to the receive stage after each batch.
     let mut built: Vec<BufId> = Vec::with_capacity(BATCH);
