@@ -502,6 +502,15 @@ pub struct Faults {
     /// Jumps of one module add up. The shifted readouts are exactly
     /// [`readout`]`(seed, module, shifted_ts)`: aux clock and pixel values follow.
     pub ts_jump: Vec<(u8, u64, i64)>,
+    /// `(module, at_secs, delta_ns)`: one extra datagram from the module, at
+    /// the frame due `at_secs` into the run, stamped `delta_ns` off (what a
+    /// stray host taken as that module, or a corrupt clock word, sends).
+    pub stray: Vec<(u8, f64, i64)>,
+    /// `(module, frame, delta_ns, k)`: frames `frame .. frame+k` of the
+    /// module are stamped `delta_ns` off, then it is back on time.
+    pub glitch: Vec<(u8, u64, i64, u64)>,
+    /// `(module, delta_ns)`: every timestamp of the module is `delta_ns` off.
+    pub skew: Vec<(u8, i64)>,
 }
 
 impl Faults {
@@ -664,6 +673,32 @@ impl SimConfig {
                 self.faults.loss
             ));
         }
+        let mut strays: Vec<(u8, u64)> = self
+            .faults
+            .stray
+            .iter()
+            .map(|&(m, at, _)| (m, stray_frame(at, self.rate)))
+            .collect();
+        if let Some(&(_, at, _)) = self
+            .faults
+            .stray
+            .iter()
+            .find(|s| !(s.1.is_finite() && s.1 >= 0.0))
+        {
+            return Err(format!(
+                "stray: {at} is not a time in seconds from the start"
+            ));
+        }
+        strays.sort_unstable();
+        if let Some(w) = strays.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "stray: two strays of module {} in frame {}: one per module and frame",
+                w[0].0, w[0].1
+            ));
+        }
+        if let Some(g) = self.faults.glitch.iter().find(|g| g.3 == 0) {
+            return Err(format!("glitch of module {}: K must be at least 1", g.0));
+        }
         let sim = self.module_numbers();
         let fault_modules = self
             .faults
@@ -673,7 +708,10 @@ impl SimConfig {
             .map(|m| ("dead module", m));
         let fault_modules = fault_modules
             .chain(self.faults.skip.iter().map(|&(m, _)| ("skip", m)))
-            .chain(self.faults.ts_jump.iter().map(|&(m, _, _)| ("ts jump", m)));
+            .chain(self.faults.ts_jump.iter().map(|&(m, _, _)| ("ts jump", m)))
+            .chain(self.faults.stray.iter().map(|&(m, _, _)| ("stray", m)))
+            .chain(self.faults.glitch.iter().map(|&(m, _, _, _)| ("glitch", m)))
+            .chain(self.faults.skew.iter().map(|&(m, _)| ("skew", m)));
         for (what, m) in fault_modules {
             if !sim.contains(&m) {
                 return Err(format!(
@@ -732,6 +770,8 @@ pub struct ModuleStats {
     pub dropped: u64,
     /// Bytes of all datagrams sent (malformed included).
     pub bytes: u64,
+    /// Stray datagrams sent ([`Faults::stray`]; not in `sent`).
+    pub strays: u64,
     /// Datagrams the kernel refused.
     pub send_errors: u64,
 }
@@ -780,6 +820,10 @@ impl SimStats {
         self.total(|m| m.send_errors)
     }
 
+    pub fn strays(&self) -> u64 {
+        self.total(|m| m.strays)
+    }
+
     /// Datagrams (well-formed and malformed) per second over the run.
     pub fn datagrams_per_sec(&self) -> f64 {
         (self.sent() + self.malformed()) as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -793,7 +837,7 @@ impl fmt::Display for SimStats {
         write!(
             f,
             "sent {} ({} bytes) from {} in {:.3} s: {:.0} datagrams/s, {:.2} MB/s\n\
-             faults: {} dropped, {} duplicated, {} malformed; send errors: {}",
+             faults: {} dropped, {} duplicated, {} malformed, {} strays; send errors: {}",
             plural(self.sent(), "datagram"),
             self.bytes(),
             plural(self.modules.len() as u64, "module"),
@@ -803,6 +847,7 @@ impl fmt::Display for SimStats {
             self.dropped(),
             self.duplicates(),
             self.malformed(),
+            self.strays(),
             self.send_errors(),
         )?;
         if let Some(e) = &self.first_error {
@@ -811,13 +856,13 @@ impl fmt::Display for SimStats {
         if f.alternate() {
             write!(
                 f,
-                "\nmodule       sent  duplicated  malformed    dropped  errors"
+                "\nmodule       sent  duplicated  malformed    dropped  strays  errors"
             )?;
             for m in &self.modules {
                 write!(
                     f,
-                    "\n{:>6} {:>10} {:>11} {:>10} {:>10} {:>7}",
-                    m.module, m.sent, m.duplicates, m.malformed, m.dropped, m.send_errors
+                    "\n{:>6} {:>10} {:>11} {:>10} {:>10} {:>7} {:>7}",
+                    m.module, m.sent, m.duplicates, m.malformed, m.dropped, m.strays, m.send_errors
                 )?;
             }
         }
@@ -844,12 +889,14 @@ enum Item {
     Data(u64),
     Duplicate(u64),
     Malformed(u64),
+    /// An extra datagram of the frame, stamped off ([`Faults::stray`]).
+    Stray(u64),
 }
 
 impl Item {
     /// The frame whose readouts the datagram carries.
     fn frame(self) -> u64 {
-        let (Item::Data(f) | Item::Duplicate(f) | Item::Malformed(f)) = self;
+        let (Item::Data(f) | Item::Duplicate(f) | Item::Malformed(f) | Item::Stray(f)) = self;
         f
     }
 
@@ -862,8 +909,9 @@ impl Item {
     }
 }
 
-/// A small FIFO of items: one frame yields at most 5 (held + current, each
-/// duplicated, and a malformed one).
+/// A small FIFO of items: one frame yields at most 6 (held + current, each
+/// duplicated, a malformed one and a stray), more only with several strays
+/// of one module in one frame (refused by `SimConfig::validate`).
 #[derive(Clone, Copy, Debug)]
 struct Items {
     buf: [Item; 8],
@@ -911,6 +959,11 @@ fn every(n: u64, f: u64) -> bool {
     n > 0 && (f + 1) % n == 0
 }
 
+/// The run's frame due `at_secs` into it at `rate` frames per second.
+pub fn stray_frame(at_secs: f64, rate: f64) -> u64 {
+    (at_secs * rate).round().max(0.0) as u64
+}
+
 /// Whether [`Faults::loss`] with probability `p` drops `module`'s frame `f`
 /// in a run seeded with `seed`: a pure function, so a test can tell which
 /// datagrams a lossy run will not send.
@@ -932,6 +985,11 @@ struct Plan {
     duplicate_every: u64,
     reorder_every: u64,
     held: Option<u64>,
+    /// `(frame, delta)` of each stray datagram.
+    strays: Vec<(u64, i64)>,
+    /// `(first frame, delta, frames)` of each glitch.
+    glitches: Vec<(u64, i64, u64)>,
+    skew: i64,
 }
 
 impl Plan {
@@ -960,16 +1018,47 @@ impl Plan {
             duplicate_every: f.duplicate_every,
             reorder_every: f.reorder_every,
             held: None,
+            strays: f
+                .stray
+                .iter()
+                .filter(|s| s.0 == module)
+                .map(|&(_, at, d)| (stray_frame(at, cfg.rate), d))
+                .collect(),
+            glitches: f
+                .glitch
+                .iter()
+                .filter(|g| g.0 == module)
+                .map(|&(_, fr, d, k)| (fr, d, k))
+                .collect(),
+            skew: f.skew.iter().filter(|s| s.0 == module).map(|s| s.1).sum(),
         }
     }
 
-    /// Sum of the timestamp jumps in effect at frame `f`.
+    /// The timestamp shift of frame `f`: jumps in effect, glitches, skew.
     fn shift(&self, f: u64) -> i64 {
-        self.jumps
+        let jumps: i64 = self
+            .jumps
             .iter()
             .take_while(|j| j.0 <= f)
             .map(|j| j.1)
-            .sum()
+            .sum();
+        let glitch: i64 = self
+            .glitches
+            .iter()
+            .filter(|&&(g, _, k)| (g..g.saturating_add(k)).contains(&f))
+            .map(|g| g.1)
+            .sum();
+        jumps + glitch + self.skew
+    }
+
+    /// The shift of the datagram `item` carries.
+    fn item_shift(&self, item: Item) -> i64 {
+        let f = item.frame();
+        let extra = match item {
+            Item::Stray(_) => self.strays.iter().find(|s| s.0 == f).map_or(0, |s| s.1),
+            _ => 0,
+        };
+        self.shift(f).saturating_add(extra)
     }
 
     fn push_data(&self, f: u64, out: &mut Items) {
@@ -1002,6 +1091,9 @@ impl Plan {
         }
         if every(self.malformed_every, f) {
             out.push(Item::Malformed(f));
+        }
+        if self.strays.iter().any(|s| s.0 == f) {
+            out.push(Item::Stray(f));
         }
     }
 
@@ -1094,22 +1186,26 @@ impl ModuleSim {
         })
     }
 
-    /// Primary timestamp of frame `f`'s first readout, jumps applied.
-    fn first_ts(&self, grid: &Grid, g0: u64, f: u64) -> u64 {
-        grid.first_ts(g0 + f)
-            .saturating_add_signed(self.plan.shift(f))
+    /// Primary timestamp of frame `f`'s first readout, shifted by `shift`.
+    fn first_ts(grid: &Grid, g0: u64, f: u64, shift: i64) -> u64 {
+        grid.first_ts(g0 + f).saturating_add_signed(shift)
     }
 
-    /// Makes the cached readouts frame `f`'s datagram: the values of the
+    /// Makes the cached readouts the datagram of `item`: the values of the
     /// refresh frame `values` names (evaluated only when it changes),
-    /// re-stamped in place with frame `f`'s own timestamps.
-    fn stamp_frame(&mut self, grid: &Grid, g0: u64, f: u64, values: Values) {
+    /// re-stamped in place with the item's own timestamps.
+    fn stamp_frame(&mut self, grid: &Grid, g0: u64, item: Item, values: Values) {
+        let f = item.frame();
+        let shift = self.plan.item_shift(item);
         let source = match values {
-            Values::Paced { refresh_ns } => {
-                refresh_ts(self.first_ts(grid, g0, f), grid.period_ns(), refresh_ns)
-            }
+            Values::Paced { refresh_ns } => refresh_ts(
+                Self::first_ts(grid, g0, f, shift),
+                grid.period_ns(),
+                refresh_ns,
+            ),
             Values::Flood => {
-                self.first_ts(grid, g0, f / FLOOD_REFRESH_FRAMES * FLOOD_REFRESH_FRAMES)
+                let r = f / FLOOD_REFRESH_FRAMES * FLOOD_REFRESH_FRAMES;
+                Self::first_ts(grid, g0, r, self.plan.shift(r))
             }
         };
         if self.cache_ts != Some(source) {
@@ -1117,7 +1213,6 @@ impl ModuleSim {
                 .fill_values(source, grid.spacing_ns(), &mut self.cache);
             self.cache_ts = Some(source);
         }
-        let shift = self.plan.shift(f);
         for (j, r) in self.cache.iter_mut().enumerate() {
             let ts =
                 (grid.first_ts(g0 + f) + j as u64 * grid.spacing_ns()).saturating_add_signed(shift);
@@ -1134,7 +1229,7 @@ impl ModuleSim {
         values: Values,
         slot: &mut [u8],
     ) -> usize {
-        self.stamp_frame(grid, g0, item.frame(), values);
+        self.stamp_frame(grid, g0, item, values);
         let bytes = self.cache.as_bytes();
         let len = item.len(bytes.len());
         slot[..len].copy_from_slice(&bytes[..len]);
@@ -1149,6 +1244,7 @@ impl ModuleSim {
                 self.stats.duplicates += 1;
             }
             Item::Malformed(_) => self.stats.malformed += 1,
+            Item::Stray(_) => self.stats.strays += 1,
         }
         self.stats.bytes += len as u64;
     }
@@ -1157,7 +1253,7 @@ impl ModuleSim {
     /// readouts (paced mode, end of run).
     fn send_pending(&mut self, ctx: &Ctx, values: Values, first_error: &mut Option<String>) {
         while let Some(item) = self.pending.pop() {
-            self.stamp_frame(&ctx.grid, ctx.g0, item.frame(), values);
+            self.stamp_frame(&ctx.grid, ctx.g0, item, values);
             let bytes = self.cache.as_bytes();
             let len = item.len(bytes.len());
             match self.socket.send(&bytes[..len]) {
@@ -2346,6 +2442,9 @@ mod tests {
             duplicate_every: 7,
             reorder_every: 4,
             ts_jump: vec![(3, 20, 123_456)],
+            stray: vec![],
+            glitch: vec![(1, 10, 5_000_000_000, 2)],
+            skew: vec![(0, 3_000)],
         };
         let (seen, stats) = in_every_mode(cfg);
         assert!(!seen.contains_key(&2));
@@ -2435,7 +2534,8 @@ mod tests {
             "{short}"
         );
         assert!(
-            short.contains("faults: 0 dropped, 0 duplicated, 4 malformed; send errors: 0"),
+            short
+                .contains("faults: 0 dropped, 0 duplicated, 4 malformed, 0 strays; send errors: 0"),
             "{short}"
         );
         let long = format!("{stats:#}");
@@ -2445,8 +2545,42 @@ mod tests {
                 .nth(3)
                 .unwrap()
                 .split_whitespace()
-                .eq(["0", "4", "0", "2", "0", "0"]),
+                .eq(["0", "4", "0", "2", "0", "0", "0"]),
             "{long}"
+        );
+    }
+
+    #[test]
+    fn a_stray_is_one_extra_datagram_of_its_frame_stamped_off() {
+        const DELTA: i64 = 8_000_000_000;
+        let cfg = SimConfig {
+            faults: Faults {
+                // At the 5000 Hz of `paced`: frame 10.
+                stray: vec![(1, 0.002, DELTA)],
+                ..Faults::default()
+            },
+            ..paced(2, 20)
+        };
+        let (stats, got) = run_against_receiver(cfg.clone());
+        assert_eq!((stats.strays(), stats.sent()), (1, 40));
+        assert_eq!(stats.modules[1].strays, 1);
+        let period = cfg.grid().period_ns();
+        let first_ts = |d: &[u8]| u64::from_be_bytes(d[..8].try_into().unwrap());
+        let from_1: Vec<u64> = got
+            .iter()
+            .filter(|(m, _)| *m == 1)
+            .map(|(_, d)| first_ts(d))
+            .collect();
+        let frame10 = stats.first_ts + 10 * period;
+        let at = from_1.iter().position(|&t| t == frame10 + DELTA as u64);
+        assert_eq!(at, Some(11), "right after frame 10: {from_1:?}");
+        let mut rest = from_1.clone();
+        rest.remove(11);
+        assert_eq!(
+            rest,
+            (0..20)
+                .map(|f| stats.first_ts + f * period)
+                .collect::<Vec<_>>()
         );
     }
 }

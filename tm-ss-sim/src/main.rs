@@ -112,6 +112,18 @@ struct Cli {
     #[arg(long, value_name = "M:F:DELTA_NS", value_parser = ts_jump, allow_hyphen_values = true,
           help_heading = "Faults")]
     ts_jump: Vec<(u8, u64, i64)>,
+    /// one extra datagram of module M, T seconds into the run, stamped DELTA_NS off (repeatable).
+    #[arg(long, value_name = "M@T:DELTA_NS", value_parser = stray, allow_hyphen_values = true,
+          help_heading = "Faults")]
+    stray: Vec<(u8, f64, i64)>,
+    /// frames F..F+K of module M stamped DELTA_NS off, then back on time (repeatable).
+    #[arg(long, value_name = "M@F:DELTA_NS:K", value_parser = glitch, allow_hyphen_values = true,
+          help_heading = "Faults")]
+    glitch: Vec<(u8, u64, i64, u64)>,
+    /// every timestamp of module M NS off (repeatable).
+    #[arg(long, value_name = "M:NS", value_parser = skew, allow_hyphen_values = true,
+          help_heading = "Faults")]
+    skew: Vec<(u8, i64)>,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -166,6 +178,37 @@ fn ts_jump(s: &str) -> Result<(u8, u64, i64), String> {
     Ok((m, f, d))
 }
 
+fn stray(s: &str) -> Result<(u8, f64, i64), String> {
+    let err = || "expected MODULE@SECONDS:DELTA_NS, e.g. 1@3:8000000000".to_string();
+    let (m, rest) = s.split_once('@').ok_or_else(err)?;
+    let (t, d) = rest.split_once(':').ok_or_else(err)?;
+    let m = m.parse().map_err(|e| format!("module '{m}': {e}"))?;
+    let t = t.parse().map_err(|e| format!("time '{t}': {e}"))?;
+    let d = d.parse().map_err(|e| format!("delta '{d}': {e}"))?;
+    Ok((m, t, d))
+}
+
+fn glitch(s: &str) -> Result<(u8, u64, i64, u64), String> {
+    let err = || "expected MODULE@FRAME:DELTA_NS:K, e.g. 5@100:3000000000:3".to_string();
+    let (m, rest) = s.split_once('@').ok_or_else(err)?;
+    let mut parts = rest.splitn(3, ':');
+    let (Some(f), Some(d), Some(k)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(err());
+    };
+    let m = m.parse().map_err(|e| format!("module '{m}': {e}"))?;
+    let f = f.parse().map_err(|e| format!("frame '{f}': {e}"))?;
+    let d = d.parse().map_err(|e| format!("delta '{d}': {e}"))?;
+    let k = k.parse().map_err(|e| format!("count '{k}': {e}"))?;
+    Ok((m, f, d, k))
+}
+
+fn skew(s: &str) -> Result<(u8, i64), String> {
+    let (m, d) = s.split_once(':').ok_or("expected MODULE:NS, e.g. 3:5000")?;
+    let m = m.parse().map_err(|e| format!("module '{m}': {e}"))?;
+    let d = d.parse().map_err(|e| format!("offset '{d}': {e}"))?;
+    Ok((m, d))
+}
+
 /// The target address: the first IPv4 address of the host (module sources are
 /// IPv4), else its first address.
 fn resolve(host_port: &str) -> Result<SocketAddr, String> {
@@ -205,6 +248,9 @@ fn config(cli: &Cli, target: SocketAddr) -> SimConfig {
             duplicate_every: cli.duplicate_every,
             reorder_every: cli.reorder_every,
             ts_jump: cli.ts_jump.clone(),
+            stray: cli.stray.clone(),
+            glitch: cli.glitch.clone(),
+            skew: cli.skew.clone(),
         },
         ..SimConfig::default()
     }

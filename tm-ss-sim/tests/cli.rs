@@ -288,7 +288,7 @@ fn faults_are_applied_and_summarised() {
     // With faults on, one summary line per module.
     assert!(
         e.lines()
-            .any(|l| l.split_whitespace().eq(["1", "0", "0", "0", "6", "0"])),
+            .any(|l| l.split_whitespace().eq(["1", "0", "0", "0", "6", "0", "0"])),
         "{e}"
     );
 }
@@ -318,6 +318,22 @@ fn out_of_range_settings_exit_2_naming_the_range() {
         (&["--skip", "3"][..], "expected MODULE:FRAME"),
         (&["--ts-jump", "0:1"][..], "expected MODULE:FRAME:DELTA_NS"),
         (&["--dead-module", "5"][..], "module 5 is not simulated"),
+        (
+            &["--stray", "1:3:5"][..],
+            "expected MODULE@SECONDS:DELTA_NS",
+        ),
+        (&["--stray", "0@-1:5"][..], "is not a time in seconds"),
+        (
+            &["--stray", "0@1:5", "--stray", "0@1:7"][..],
+            "one per module and frame",
+        ),
+        (
+            &["--glitch", "0@5:100"][..],
+            "expected MODULE@FRAME:DELTA_NS:K",
+        ),
+        (&["--glitch", "0@5:100:0"][..], "K must be at least 1"),
+        (&["--skew", "0"][..], "expected MODULE:NS"),
+        (&["--skew", "3:10"][..], "skew: module 3 is not simulated"),
         (&["--gso"][..], "--flood"),
         (
             &["--pixel-refresh-ms=-1"][..],
