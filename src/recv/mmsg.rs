@@ -4,7 +4,8 @@
 //! up to `BATCH` of them at `buf + PAYLOAD_OFFSET` (so the payload sits where
 //! io_uring puts it) and drains the socket with `MSG_DONTWAIT`; only when the
 //! socket is empty does it wait in `ppoll`, so an idle socket costs nothing
-//! and a full queue is drained without a poll per batch.
+//! and a full queue is drained without a poll per batch. Each slot has a
+//! control area for the kernel's receive stamp.
 
 use std::io;
 use std::mem;
@@ -13,9 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    BATCH, BufId, MAX_PAYLOAD, PAYLOAD_OFFSET, PacketPool, RecvMeta, RecvStats, SOCKADDR_IN_LEN,
-    clamp_timeout, sockaddr_v4, timespec,
+    BATCH, BufId, CONTROL_LEN, MAX_PAYLOAD, PAYLOAD_OFFSET, PacketPool, RecvMeta, RecvStats,
+    SOCKADDR_IN_LEN, clamp_timeout, kernel_stamp, sockaddr_v4, timespec,
 };
+use zerocopy::IntoBytes;
+
 use crate::clock::now_ns;
 
 pub(super) struct Mmsg {
@@ -29,7 +32,12 @@ pub(super) struct Mmsg {
     hdrs: Box<[libc::mmsghdr; BATCH]>,
     iovs: Box<[libc::iovec; BATCH]>,
     addrs: Box<[libc::sockaddr_in; BATCH]>,
+    /// Control areas (receive stamps), 8-byte aligned as `cmsghdr` needs.
+    controls: Box<[[u64; CONTROL_LEN / 8]; BATCH]>,
     starved: u64,
+    unstamped: u64,
+    /// Taken before the last `recvmmsg`, if that call emptied the socket.
+    drained_at: Option<u64>,
 }
 
 // SAFETY: the raw pointers in `hdrs` point into `iovs` and `addrs`, heap
@@ -53,10 +61,17 @@ impl Mmsg {
                 zeroed_box::<[libc::sockaddr_in; BATCH]>(),
             )
         };
-        for ((h, iov), addr) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(addrs.iter_mut()) {
+        let mut controls = Box::new([[0u64; CONTROL_LEN / 8]; BATCH]);
+        for (((h, iov), addr), ctl) in hdrs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(addrs.iter_mut())
+            .zip(controls.iter_mut())
+        {
             h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_in).cast();
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ctl.as_mut_ptr().cast();
         }
         Mmsg {
             pool,
@@ -65,7 +80,10 @@ impl Mmsg {
             hdrs,
             iovs,
             addrs,
+            controls,
             starved: 0,
+            unstamped: 0,
+            drained_at: None,
         }
     }
 
@@ -93,12 +111,15 @@ impl Mmsg {
             };
             let h = &mut self.hdrs[s];
             h.msg_hdr.msg_namelen = SOCKADDR_IN_LEN as libc::socklen_t;
+            h.msg_hdr.msg_controllen = CONTROL_LEN as _;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
         let deadline = Instant::now() + timeout;
         let got = loop {
+            let before = now_ns();
             let got = self.recvmmsg(k)?;
+            self.drained_at = (got < k).then_some(before);
             if got > 0 {
                 break got;
             }
@@ -106,15 +127,22 @@ impl Mmsg {
                 return Ok(0);
             }
         };
-        let arrival_ns = now_ns();
+        let harvested = now_ns();
         for s in 0..got {
             let i = self.free[top - 1 - s];
             let h = &self.hdrs[s];
+            let ctl_len = h.msg_hdr.msg_controllen.min(CONTROL_LEN);
+            let ctl = &self.controls[s].as_bytes()[..ctl_len];
+            let arrival_ns = kernel_stamp(ctl).unwrap_or_else(|| {
+                self.unstamped += 1;
+                harvested
+            });
             out.push(RecvMeta {
                 buf: self.pool.mint(i),
                 len: h.msg_len.min(MAX_PAYLOAD as u32),
                 src: sockaddr_v4(&self.addrs[s]),
                 arrival_ns,
+                read_ns: harvested,
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             });
         }
@@ -126,8 +154,9 @@ impl Mmsg {
     /// datagrams arrived, zero if none were waiting (or on `EINTR`).
     fn recvmmsg(&mut self, k: usize) -> io::Result<usize> {
         // SAFETY: the first k headers point at k live iovecs (each MAX_PAYLOAD
-        // bytes inside a buffer we own) and k sockaddr_in of the length
-        // given; the kernel writes only there and into the headers.
+        // bytes inside a buffer we own), k sockaddr_in and k control areas
+        // of the lengths given; the kernel writes only there and into the
+        // headers.
         let r = unsafe {
             libc::recvmmsg(
                 self.fd,
@@ -183,7 +212,13 @@ impl Mmsg {
             errors: 0,
             starved: self.starved,
             rearms: 0,
+            unstamped: self.unstamped,
         }
+    }
+
+    /// When the last `recvmmsg` began, if it emptied the socket.
+    pub(super) fn drained_at(&self) -> Option<u64> {
+        self.drained_at
     }
 }
 

@@ -5,7 +5,15 @@
 //! them. Callers see one type, [`Receiver`], and three calls: `recv` a batch
 //! of [`RecvMeta`] (buffer, length, source address, arrival time), read a
 //! payload through [`PacketPool::payload`], and `release` the buffer when
-//! done with it. Buffers travel between threads as [`BufId`] ownership
+//! done with it. [`Receiver::caught_up`] tells when every datagram the
+//! kernel received before a given time has been handed out.
+//!
+//! **Arrival time** is the kernel's receive stamp (`SO_TIMESTAMPNS`,
+//! CLOCK_REALTIME, taken when the datagram reached the host's network
+//! stack), not the time the daemon got to it: datagrams that waited in the
+//! socket while the daemon was busy or stopped keep the times they arrived.
+//! Where the kernel gives no stamp, the time the batch was harvested stands
+//! in (counted in [`RecvStats::unstamped`]). Buffers travel between threads as [`BufId`] ownership
 //! tokens, so the consumer reads the kernel's bytes in place, without a copy.
 //!
 //! Two backends sit behind `Receiver`:
@@ -50,9 +58,17 @@ use std::time::{Duration, Instant};
 /// Size of one packet buffer.
 pub const BUF_SIZE: usize = 4096;
 /// Where the payload starts in its buffer, in both backends. io_uring writes
-/// a 16-byte `io_uring_recvmsg_out` header and the 16-byte `sockaddr_in` of
-/// the sender first; recvmmsg's iovec points at the same offset.
-pub const PAYLOAD_OFFSET: usize = 32;
+/// a 16-byte `io_uring_recvmsg_out` header, the 16-byte `sockaddr_in` of
+/// the sender and the [`CONTROL_LEN`]-byte control area (the receive
+/// stamp) first; recvmmsg's iovec points at the same offset.
+pub const PAYLOAD_OFFSET: usize = 16 + SOCKADDR_IN_LEN + CONTROL_LEN;
+/// Bytes of control data asked for: one `SCM_TIMESTAMPNS` message
+/// (`CMSG_SPACE(sizeof(struct timespec))`).
+pub const CONTROL_LEN: usize = 32;
+/// How long after the kernel stamped a datagram it may still be on its way
+/// into the socket queue: [`Receiver::caught_up`] vouches for stamps this
+/// much older than the time it checked.
+pub const STAMP_SETTLE_NS: u64 = 1_000_000;
 /// Largest payload a buffer holds; longer datagrams are reported truncated.
 pub const MAX_PAYLOAD: usize = BUF_SIZE - PAYLOAD_OFFSET;
 /// Most datagrams returned by one [`Receiver::recv`].
@@ -263,8 +279,11 @@ pub struct RecvMeta {
     pub len: u32,
     /// Who sent it.
     pub src: SocketAddrV4,
-    /// When the receiver harvested it, CLOCK_REALTIME ns ([`crate::clock::now_ns`]).
+    /// When the kernel received it, CLOCK_REALTIME ns (`SO_TIMESTAMPNS`; the
+    /// harvest time where the kernel gave no stamp).
     pub arrival_ns: u64,
+    /// When the receiver took it from the kernel, CLOCK_REALTIME ns.
+    pub read_ns: u64,
     /// The datagram was longer than [`MAX_PAYLOAD`]; `len` bytes were kept.
     pub truncated: bool,
 }
@@ -320,6 +339,8 @@ pub struct RecvStats {
     /// io_uring: times the multishot receive was armed again after the
     /// kernel ended it (`ENOBUFS` or otherwise).
     pub rearms: u64,
+    /// Datagrams without a kernel receive stamp (stamped when harvested).
+    pub unstamped: u64,
 }
 
 /// Receives the camera's datagrams into a [`PacketPool`].
@@ -366,6 +387,12 @@ impl Receiver {
         }
         socket.set_nonblocking(true)?;
         let fd = socket.as_raw_fd();
+        if let Err(e) = enable_timestamps(fd) {
+            tracing::warn!(
+                "recv: the kernel gives no receive stamps ({e}): arrival is when ssdaqd \
+                 takes a datagram, so a stall delays its timeouts"
+            );
+        }
         let imp = match mode {
             IoMode::Recvmmsg => Imp::Mmsg(mmsg::Mmsg::new(fd, pool)),
             IoMode::Uring => Imp::Uring(
@@ -417,6 +444,38 @@ impl Receiver {
         }
     }
 
+    /// A time (CLOCK_REALTIME ns) such that every datagram the kernel
+    /// stamped before it has been returned by [`recv`](Receiver::recv), if
+    /// the socket can be shown empty now; `None` while datagrams wait.
+    ///
+    /// Checks with one `poll` system call (recvmmsg: none, when its last
+    /// call emptied the socket), so call it when about to go idle, not per
+    /// batch under load. The time lies [`STAMP_SETTLE_NS`] before the check,
+    /// for a datagram stamped but not yet in the socket queue.
+    pub fn caught_up(&mut self) -> Option<u64> {
+        let known = match &mut self.imp {
+            Imp::Uring(u) => u.completions_waiting().then_some(None),
+            Imp::Mmsg(m) => m.drained_at().map(Some),
+        };
+        let checked = match known {
+            Some(None) => return None,
+            Some(Some(t)) => t,
+            None => {
+                let t = crate::clock::now_ns();
+                if readable(self.socket.as_raw_fd()) {
+                    return None;
+                }
+                if let Imp::Uring(u) = &mut self.imp
+                    && u.completions_waiting()
+                {
+                    return None;
+                }
+                t
+            }
+        };
+        Some(checked.saturating_sub(STAMP_SETTLE_NS))
+    }
+
     /// Gives a buffer back. io_uring: it goes back to the buffer ring, the
     /// ring's tail is published at the next `recv` (one store for a batch);
     /// recvmmsg: back on the free list. Panics if `buf` is of another pool.
@@ -441,6 +500,57 @@ impl Receiver {
     pub fn kernel_drops(&self) -> Option<u64> {
         socket_drops(self.socket.as_raw_fd())
     }
+}
+
+/// Asks the kernel to stamp each datagram with its receive time.
+fn enable_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: passes a c_int by pointer with its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The receive stamp in a datagram's control data (one `cmsghdr` followed
+/// by a `timespec`), in ns; None if there is none.
+fn kernel_stamp(control: &[u8]) -> Option<u64> {
+    const HDR: usize = mem::size_of::<libc::cmsghdr>();
+    const TS: usize = mem::size_of::<libc::timespec>();
+    let word = |at: usize, n: usize| control.get(at..at + n);
+    let len = usize::from_ne_bytes(word(0, 8)?.try_into().ok()?);
+    let level = i32::from_ne_bytes(word(8, 4)?.try_into().ok()?);
+    let kind = i32::from_ne_bytes(word(12, 4)?.try_into().ok()?);
+    if level != libc::SOL_SOCKET || kind != libc::SCM_TIMESTAMPNS || len < HDR + TS {
+        return None;
+    }
+    let sec = i64::from_ne_bytes(word(HDR, 8)?.try_into().ok()?);
+    let nsec = i64::from_ne_bytes(word(HDR + 8, 8)?.try_into().ok()?);
+    let ns = u64::try_from(sec).ok()?.checked_mul(1_000_000_000)? + u64::try_from(nsec).ok()?;
+    (ns > 0).then_some(ns)
+}
+
+/// Whether a datagram waits in the socket (`poll` with no timeout).
+fn readable(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    // On an error, claim nothing: the caller tries again later.
+    r != 0
 }
 
 fn socket_drops(fd: RawFd) -> Option<u64> {
@@ -674,14 +784,56 @@ mod tests {
         assert_eq!(&raw[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 11], b"slow signal");
         if mode == IoMode::Uring {
             // io_uring_recvmsg_out {namelen, controllen, payloadlen, flags},
-            // then the sockaddr_in of the sender.
+            // then the sockaddr_in of the sender, then the receive stamp.
             let word = |i: usize| u32::from_ne_bytes(raw[i..i + 4].try_into().unwrap());
-            assert_eq!((word(0), word(4), word(8)), (16, 0, 11));
+            assert_eq!((word(0), word(4), word(8)), (16, CONTROL_LEN as u32, 11));
             let family = u16::from_ne_bytes([raw[16], raw[17]]);
             assert_eq!(family, libc::AF_INET as u16);
             assert_eq!(&raw[18..20], &tx.local_addr().unwrap().port().to_be_bytes());
             assert_eq!(&raw[20..24], &[127, 0, 0, 7]);
         }
+    }
+
+    fn a_datagram_that_waited_in_the_socket_keeps_the_time_it_arrived(mode: IoMode) {
+        let (mut rx, addr) = receiver(4, mode);
+        let before = crate::clock::now_ns();
+        sender(3).send_to(&[1; 144], addr).unwrap();
+        let sent = crate::clock::now_ns();
+        std::thread::sleep(Duration::from_millis(50));
+        let got = collect(&mut rx, 1);
+        assert_eq!(got.len(), 1);
+        let a = got[0].arrival_ns;
+        assert!(
+            before <= a && a <= sent,
+            "arrival {a} is the kernel's stamp, within [{before}, {sent}], not the harvest"
+        );
+        assert_eq!(rx.stats().unstamped, 0);
+    }
+
+    fn caught_up_only_once_the_socket_is_empty(mode: IoMode) {
+        let (mut rx, addr) = receiver(4, mode);
+        let tx = sender(4);
+        // Nothing sent: caught up with everything stamped before the check.
+        let t0 = crate::clock::now_ns();
+        let c = rx.caught_up().expect("an empty socket is caught up");
+        assert!(c <= t0.saturating_sub(STAMP_SETTLE_NS) + 1_000_000);
+        // Six datagrams into four buffers: two wait in the socket.
+        for _ in 0..6 {
+            tx.send_to(&[2; 144], addr).unwrap();
+        }
+        let held = collect(&mut rx, 4);
+        assert_eq!(held.len(), 4);
+        assert_eq!(rx.caught_up(), None, "datagrams wait in the socket");
+        for m in held {
+            rx.release(m.buf);
+        }
+        let rest = collect(&mut rx, 2);
+        assert_eq!(rest.len(), 2);
+        let c = rx.caught_up().expect("drained");
+        assert!(
+            c + STAMP_SETTLE_NS >= rest[1].arrival_ns,
+            "vouches for what it returned"
+        );
     }
 
     fn when_the_consumer_holds_every_buffer_recv_times_out_and_after_release_nothing_is_lost(
@@ -791,6 +943,8 @@ mod tests {
         a_datagram_longer_than_max_payload_is_reported_truncated,
         an_empty_datagram_arrives_with_length_zero,
         the_payload_lands_at_payload_offset,
+        a_datagram_that_waited_in_the_socket_keeps_the_time_it_arrived,
+        caught_up_only_once_the_socket_is_empty,
         when_the_consumer_holds_every_buffer_recv_times_out_and_after_release_nothing_is_lost,
         recv_returns_zero_after_the_timeout_when_idle_and_not_much_later,
         a_receiver_made_on_one_thread_receives_on_another,

@@ -4,7 +4,8 @@
 //! Buffers of the pool are put in a provided-buffer ring (page-aligned,
 //! `mmap`ed, registered as buffer group `BGID`). The kernel takes buffers from
 //! the ring's head as datagrams arrive, writes `io_uring_recvmsg_out` (16
-//! bytes), the sender's `sockaddr_in` (16 bytes) and the payload, and posts
+//! bytes), the sender's `sockaddr_in` (16 bytes), the control data (the
+//! receive stamp, `CONTROL_LEN` bytes) and the payload, and posts
 //! one completion per datagram naming the buffer. The ring is kept shallow
 //! ([`RING_FILL`] buffers): released buffers wait on a last-in first-out
 //! stack and each `recv` tops the ring up from its top, so the kernel keeps
@@ -39,8 +40,8 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use super::{
-    BATCH, BUF_SIZE, BufId, ErrorLog, PAYLOAD_OFFSET, PacketPool, RecvMeta, RecvStats,
-    SOCKADDR_IN_LEN, clamp_timeout,
+    BATCH, BUF_SIZE, BufId, CONTROL_LEN, ErrorLog, PAYLOAD_OFFSET, PacketPool, RecvMeta, RecvStats,
+    SOCKADDR_IN_LEN, clamp_timeout, kernel_stamp,
 };
 use crate::clock::now_ns;
 
@@ -64,7 +65,7 @@ pub(super) struct Uring {
     // ring's memory and the msghdr go, then this backend's hold on the pool.
     ring: IoUring,
     bufs: BufRing,
-    /// Sizes of the name (16) and control (0) areas for `RecvMsgMulti`;
+    /// Sizes of the name (16) and control (`CONTROL_LEN`) areas for `RecvMsgMulti`;
     /// boxed so its address is stable for as long as the request is armed.
     msghdr: Box<libc::msghdr>,
     pub(super) pool: Arc<PacketPool>,
@@ -80,6 +81,7 @@ pub(super) struct Uring {
     free: Vec<u32>,
     arms: u64,
     starved: u64,
+    unstamped: u64,
     errors: ErrorLog,
 }
 
@@ -124,6 +126,7 @@ impl Uring {
             free,
             arms: 0,
             starved: 0,
+            unstamped: 0,
             errors: ErrorLog::default(),
         })
     }
@@ -240,7 +243,7 @@ impl Uring {
 
     /// Turns up to `BATCH` completions into `RecvMeta`s; returns how many.
     fn harvest(&mut self, out: &mut Vec<RecvMeta>) -> usize {
-        let arrival_ns = now_ns();
+        let harvested = now_ns();
         let Uring {
             ring,
             msghdr,
@@ -249,6 +252,7 @@ impl Uring {
             in_kernel,
             free,
             errors,
+            unstamped,
             ..
         } = self;
         let mut n = 0;
@@ -277,12 +281,17 @@ impl Uring {
             *in_kernel -= 1;
             let i = u32::from(bid);
             match parse(pool, i, res, msghdr) {
-                Ok((len, src, truncated)) => {
+                Ok((len, src, truncated, stamp)) => {
+                    let arrival_ns = stamp.unwrap_or_else(|| {
+                        *unstamped += 1;
+                        harvested
+                    });
                     out.push(RecvMeta {
                         buf: pool.mint(i),
                         len,
                         src,
                         arrival_ns,
+                        read_ns: harvested,
                         truncated,
                     });
                     n += 1;
@@ -307,7 +316,13 @@ impl Uring {
             errors: self.errors.count,
             starved: self.starved,
             rearms: self.arms.saturating_sub(1),
+            unstamped: self.unstamped,
         }
+    }
+
+    /// Completions are waiting to be harvested.
+    pub(super) fn completions_waiting(&mut self) -> bool {
+        !self.ring.completion().is_empty()
     }
 }
 
@@ -341,13 +356,13 @@ fn top_up(bufs: &mut BufRing, pool: &PacketPool, free: &mut Vec<u32>, in_kernel:
 }
 
 /// Checks one received completion and returns (payload length, sender,
-/// truncated), or what is wrong with it.
+/// truncated, kernel receive stamp), or what is wrong with it.
 fn parse(
     pool: &PacketPool,
     i: u32,
     res: i32,
     msghdr: &libc::msghdr,
-) -> Result<(u32, std::net::SocketAddrV4, bool), &'static str> {
+) -> Result<(u32, std::net::SocketAddrV4, bool, Option<u64>), &'static str> {
     let Ok(filled) = usize::try_from(res) else {
         return Err("io_uring recvmsg failed after taking a buffer");
     };
@@ -372,15 +387,22 @@ fn parse(
         std::net::Ipv4Addr::new(name[4], name[5], name[6], name[7]),
         u16::from_be_bytes([name[2], name[3]]),
     );
-    Ok((payload.len() as u32, src, m.is_payload_truncated()))
+    Ok((
+        payload.len() as u32,
+        src,
+        m.is_payload_truncated(),
+        kernel_stamp(m.control_data()),
+    ))
 }
 
-/// A msghdr asking for a `sockaddr_in` and no control data.
+/// A msghdr asking for a `sockaddr_in` and `CONTROL_LEN` bytes of control
+/// data (the receive stamp).
 fn recv_msghdr() -> Box<libc::msghdr> {
     // SAFETY: msghdr is a plain C struct; all-zero (null pointers, zero
     // lengths) is a valid value.
     let mut m: libc::msghdr = unsafe { mem::zeroed() };
     m.msg_namelen = SOCKADDR_IN_LEN as libc::socklen_t;
+    m.msg_controllen = CONTROL_LEN as _;
     Box::new(m)
 }
 
