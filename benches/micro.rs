@@ -512,7 +512,7 @@ fn publish(c: &mut Criterion) {
     });
     g.finish();
     let s = p.stats();
-    assert_eq!((s.sent, s.errors, s.hwm_drops), (sends, 0, 0), "{s}");
+    assert_eq!((s.sent, s.errors, s.overflows), (sends, 0, 0), "{s}");
 }
 
 // ──────────────────────────────── dump ────────────────────────────────

@@ -29,6 +29,10 @@
 //! * **memory**: the daemon's RSS at start and its peak.
 //!
 //! The last line is machine-readable: `RESULT key=value …`.
+//!
+//! `SSDAQ_BENCH_BASELINE=path/to/ssdaqd` adds this build against that one
+//! (capacity, latency), each trial between two of the other's;
+//! `SSDAQ_BENCH_ONLY=baseline` runs only that.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -53,14 +57,7 @@ const RCVBUF: &str = "512M";
 const RCVBUF_BYTES: usize = 512 << 20;
 /// A drain stamps arrivals as it harvests: a slow trial must measure
 /// throughput, not time events out.
-const DRAIN_TIMEOUTS: &[&str] = &[
-    "--timeout-ms",
-    "5000",
-    "--module-timeout",
-    "20",
-    "--max-jump",
-    "60",
-];
+const DRAIN_TIMEOUTS: &[&str] = &["--timeout-ms", "5000", "--module-timeout", "20"];
 
 struct Plan {
     quick: bool,
@@ -110,6 +107,15 @@ fn main() {
     );
     let started = Instant::now();
     let mut t = Table::default();
+    if std::env::var("SSDAQ_BENCH_ONLY").as_deref() == Ok("baseline") {
+        // Just the comparison against another build, with the full trials.
+        let base = std::env::var_os("SSDAQ_BENCH_BASELINE")
+            .map(PathBuf::from)
+            .expect("SSDAQ_BENCH_ONLY=baseline needs SSDAQ_BENCH_BASELINE=path/to/ssdaqd");
+        against_baseline(&base, &plan);
+        println!("bench took {:.0} s", started.elapsed().as_secs_f64());
+        return;
+    }
 
     // ── capacity ── (each daemon trial between two bare trials)
     for (label, args) in [
@@ -144,10 +150,25 @@ fn main() {
         |_| bare_drain(plan.drain_n, Bare::LIKE_DAEMON),
     );
     println!(
-        "bare recvmmsg with source addresses into 512 × 4 KiB buffers (ssdaqd's receive work alone): {:.3} Mpps, ratio {:.2} to the plain loop (per trial {})",
+        "bare recvmmsg with source addresses and receive stamps into 512 × 4 KiB buffers (ssdaqd's receive work alone): {:.3} Mpps, ratio {:.2} to the plain loop (per trial {})",
         t.receive_work.daemon() / 1e6,
         t.receive_work.ratio(),
         t.receive_work.trials(),
+    );
+    // What the kernel's receive stamp costs, paired on the same loop.
+    t.stamps = Pair::measure(
+        plan.trials,
+        || bare_drain(plan.drain_n, Bare::UNSTAMPED),
+        |_| bare_drain(plan.drain_n, Bare::LIKE_DAEMON),
+    );
+    let ns = |r: f64| 1e9 / r;
+    println!(
+        "receive stamps (SO_TIMESTAMPNS): {:.3} Mpps with, {:.3} without, ratio {:.3} (per trial {}); {:+.1} ns per datagram",
+        t.stamps.daemon() / 1e6,
+        t.stamps.bare() / 1e6,
+        t.stamps.ratio(),
+        t.stamps.trials(),
+        ns(t.stamps.daemon()) - ns(t.stamps.bare()),
     );
     {
         let dir = dump_dir();
@@ -185,6 +206,11 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    // ── against another build (SSDAQ_BENCH_BASELINE=path/to/ssdaqd) ──
+    if let Some(base) = std::env::var_os("SSDAQ_BENCH_BASELINE").map(PathBuf::from) {
+        against_baseline(&base, &plan);
+    }
+
     // ── end to end ──
     t.e2e = Pair::measure(
         plan.trials.min(3),
@@ -211,12 +237,15 @@ fn main() {
         ("100x rate", &fast),
     ] {
         println!(
-            "{label:>17}: arrival→zmq p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} µs (n={}), CPU {:.2} % of a core, {:.2} µs/datagram, RSS {:.1} → peak {:.1} MiB, all complete: {}",
+            "{label:>17}: read→zmq p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} µs (n={}); from the kernel's stamp p50 {:.1} p99 {:.1} µs (in the kernel and socket: p99 {:.1} µs), CPU {:.2} % of a core, {:.2} µs/datagram, RSS {:.1} → peak {:.1} MiB, all complete: {}",
             r.p50 / 1e3,
             r.p99 / 1e3,
             r.p999 / 1e3,
             r.max / 1e3,
             r.n,
+            r.e2e_p50 / 1e3,
+            r.e2e_p99 / 1e3,
+            r.socket_p99 / 1e3,
             r.cpu_pct,
             r.cpu_ns_per_datagram / 1e3,
             r.rss_start_mib,
@@ -230,6 +259,15 @@ fn main() {
     t.fast = Some(fast);
 
     // ── what the machine itself adds to any latency ──
+    let k = kernel_floor(25.0, plan.real_secs.min(5.0));
+    println!(
+        "kernel delivery (a bare receiver spinning on core 0, the camera at the real rate on core 1): \
+         stamp → read p50 {:.1} p99 {:.1} max {:.1} µs",
+        k.0 / 1e3,
+        k.1 / 1e3,
+        k.2 / 1e3
+    );
+    t.kernel = k;
     let n = noise_floor(0, plan.noise_secs);
     println!(
         "machine noise: a thread spinning alone on core 0 for {:.0} s lost the core for >= 20 µs {:.0} times/s \
@@ -263,6 +301,8 @@ struct Bare {
     offset: usize,
     /// Asks for each sender's address (`msg_name`).
     names: bool,
+    /// Asks for each datagram's kernel receive stamp (`SO_TIMESTAMPNS`).
+    stamps: bool,
 }
 
 impl Bare {
@@ -272,17 +312,26 @@ impl Bare {
         buf_size: 2048,
         offset: 0,
         names: false,
+        stamps: false,
     };
     /// The receive work ssdaqd cannot leave out, with none of the rest: the
-    /// sender's address (it names the module), and the buffer pool of its
-    /// default `--buffers 512` (4 KiB each, the payload at 32). It still
-    /// has every buffer in its own cache, where ssdaqd's were last read by
-    /// the build core.
+    /// sender's address (it names the module), the kernel's receive stamp
+    /// (the builder's clock), and the buffer pool of its default
+    /// `--buffers 512` (4 KiB each, the payload at `PAYLOAD_OFFSET`). It
+    /// still has every buffer in its own cache, where ssdaqd's were last
+    /// read by the build core.
     const LIKE_DAEMON: Bare = Bare {
         buffers: 512,
         buf_size: ssdaq::recv::BUF_SIZE,
         offset: ssdaq::recv::PAYLOAD_OFFSET,
         names: true,
+        stamps: true,
+    };
+    /// The same without the receive stamp: paired against `LIKE_DAEMON`, what
+    /// the stamp costs.
+    const UNSTAMPED: Bare = Bare {
+        stamps: false,
+        ..Bare::LIKE_DAEMON
     };
 }
 
@@ -292,6 +341,10 @@ impl Bare {
 fn bare_drain(n: u64, shape: Bare) -> f64 {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     force_rcvbuf(&sock, RCVBUF_BYTES);
+    if shape.stamps {
+        // Before the flood: the kernel stamps datagrams as they arrive.
+        set_int_option(&sock, libc::SO_TIMESTAMPNS, 1);
+    }
     flood(sock.local_addr().unwrap().port(), n);
     std::thread::sleep(Duration::from_millis(50));
     let fd = sock.as_raw_fd();
@@ -302,8 +355,10 @@ fn bare_drain(n: u64, shape: Bare) -> f64 {
             buf_size,
             offset,
             names,
+            stamps,
         } = shape;
         let mut pool = vec![1u8; buffers * buf_size];
+        let mut controls = vec![[0u64; 4]; B];
         // SAFETY: sockaddr_in and mmsghdr are plain data; all-zero is a valid value.
         let mut addrs: Vec<libc::sockaddr_in> =
             (0..B).map(|_| unsafe { std::mem::zeroed() }).collect();
@@ -315,11 +370,19 @@ fn bare_drain(n: u64, shape: Bare) -> f64 {
             .collect();
         // SAFETY: as above.
         let mut msgs: Vec<libc::mmsghdr> = (0..B).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for ((m, v), a) in msgs.iter_mut().zip(iov.iter_mut()).zip(addrs.iter_mut()) {
+        for (((m, v), a), c) in msgs
+            .iter_mut()
+            .zip(iov.iter_mut())
+            .zip(addrs.iter_mut())
+            .zip(controls.iter_mut())
+        {
             m.msg_hdr.msg_iov = v;
             m.msg_hdr.msg_iovlen = 1;
             if names {
                 m.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
+            }
+            if stamps {
+                m.msg_hdr.msg_control = c.as_mut_ptr().cast();
             }
         }
         let mut next = 0;
@@ -333,9 +396,13 @@ fn bare_drain(n: u64, shape: Bare) -> f64 {
                 if names {
                     m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
                 }
+                if stamps {
+                    m.msg_hdr.msg_controllen = std::mem::size_of::<[u64; 4]>();
+                }
             }
             // SAFETY: `msgs` points at B iovecs over B disjoint ranges of
-            // `pool` (and, with names, at B sockaddr_in), all alive here.
+            // `pool` (with names, at B sockaddr_in; with stamps, at B
+            // 32-byte control areas), all alive here.
             let r = unsafe {
                 libc::recvmmsg(
                     fd,
@@ -373,7 +440,13 @@ struct Drain {
 /// stopped, recording them in a dump at `dump` if given; with guest memory
 /// made ready first if `warm` (see [`warm_memory`]).
 fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>, warm: bool) -> Drain {
-    let mut cmd = daemon_cmd(args);
+    daemon_drain_of(&bin("ssdaqd"), n, args, dump, warm)
+}
+
+/// [`daemon_drain`] of the ssdaqd binary at `exe`.
+fn daemon_drain_of(exe: &Path, n: u64, args: &[&str], dump: Option<&Path>, warm: bool) -> Drain {
+    let mut cmd = Ssdaqd::command_of(exe, &["--modules", "0-31"]);
+    cmd.args(args);
     cmd.args(["--cores", "0,1", "--rcvbuf", RCVBUF])
         .args(DRAIN_TIMEOUTS);
     if let Some(p) = dump {
@@ -392,7 +465,11 @@ fn daemon_drain(n: u64, args: &[&str], dump: Option<&Path>, warm: bool) -> Drain
     let cpu = d.cpu_ns() - cpu0;
     let s = d.stop_stats();
     check_no_loss(&s, n, dump.is_some());
-    let span = (s["last_built_ns"] - s["first_arrival_ns"]) as f64 / 1e9;
+    // Arrival stamps are the kernel's (when the flood was sent, before the
+    // daemon resumed): the drain runs from the first datagram built. (A
+    // build before 0.2 stamped on harvest and did not report that.)
+    let first = figure(&s, &["first_built_ns", "first_arrival_ns"]);
+    let span = (s["last_built_ns"] - first) as f64 / 1e9;
     Drain {
         rate: n as f64 / span,
         cpu_ns_per_datagram: cpu as f64 / n as f64,
@@ -487,7 +564,7 @@ fn warm_memory(bytes: usize, core: usize) {
 fn e2e_drain(n: u64) -> f64 {
     let mut cmd = daemon_cmd(&[]);
     // A queue deep enough for the whole burst: this measures throughput.
-    cmd.args(["--cores", "0,1", "--rcvbuf", RCVBUF, "--hwm", "0"])
+    cmd.args(["--cores", "0,1", "--rcvbuf", RCVBUF, "--hwm", "100000"])
         .args(DRAIN_TIMEOUTS);
     let mut d = Ssdaqd::spawn(cmd);
     let expected = n * 10 / 32;
@@ -570,11 +647,19 @@ fn bare_pubsub(m: u64) -> f64 {
 
 #[derive(Clone, Debug, Default)]
 struct Paced {
+    /// ssdaqd's own latency: it read the datagram that completed an event →
+    /// handed to ZeroMQ (a build before 0.2 stamped arrival on reading, so
+    /// its arrival→zmq is the same figure).
     p50: f64,
     p99: f64,
     p999: f64,
     max: f64,
     n: u64,
+    /// End to end from the kernel's receive stamp, p50 / p99.
+    e2e_p50: f64,
+    e2e_p99: f64,
+    /// Kernel stamp → ssdaqd read it (every datagram), p99.
+    socket_p99: f64,
     cpu_pct: f64,
     cpu_ns_per_datagram: f64,
     rss_start_mib: f64,
@@ -584,7 +669,14 @@ struct Paced {
 
 /// The daemon fed by the paced simulator (32 modules) for `secs`.
 fn paced(rate: f64, secs: f64, args: &[&str]) -> Paced {
-    let d = Ssdaqd::spawn(daemon_cmd(args));
+    paced_of(&bin("ssdaqd"), rate, secs, args)
+}
+
+/// [`paced`] with the ssdaqd binary at `exe`.
+fn paced_of(exe: &Path, rate: f64, secs: f64, args: &[&str]) -> Paced {
+    let mut cmd = Ssdaqd::command_of(exe, &["--modules", "0-31"]);
+    cmd.args(args);
+    let d = Ssdaqd::spawn(cmd);
     std::thread::sleep(Duration::from_millis(300));
     let rss_start = d.rss_kib("VmRSS");
     let stop = Arc::new(AtomicBool::new(false));
@@ -619,13 +711,21 @@ fn paced(rate: f64, secs: f64, args: &[&str]) -> Paced {
     let s = d.stop_stats();
     let sent = stats.sent();
     check_no_loss(&s, sent, false);
-    let q = |k: &str| s[&format!("arrival_to_zmq_{k}")] as f64;
+    let q = |k: &str| {
+        let own = format!("read_to_zmq_{k}");
+        let old = format!("arrival_to_zmq_{k}");
+        figure(&s, &[own.as_str(), old.as_str()]) as f64
+    };
+    let kernel = |k: &str| s.get(k).map_or(f64::NAN, |&v| v as f64);
     Paced {
         p50: q("p50"),
         p99: q("p99"),
         p999: q("p999"),
         max: q("max"),
-        n: s["arrival_to_zmq_n"],
+        n: q("n") as u64,
+        e2e_p50: kernel("arrival_to_zmq_p50"),
+        e2e_p99: kernel("arrival_to_zmq_p99"),
+        socket_p99: kernel("arrival_to_read_p99"),
         cpu_pct: 100.0 * (cpu1 - cpu0) as f64 / 1e9 / wall,
         cpu_ns_per_datagram: (cpu1 - cpu0) as f64 / (rate * 32.0 * wall),
         rss_start_mib: rss_start as f64 / 1024.0,
@@ -707,6 +807,50 @@ struct Noise {
     lost_pct: f64,
 }
 
+/// The kernel's own delivery time: a receiver with nothing else to do
+/// (recvmmsg, spinning on core 0) while the paced camera sends at `rate`
+/// from core 1; (p50, p99, max) ns from the kernel's receive stamp to the
+/// read. What ssdaqd's arrival→read cannot go below on this machine.
+fn kernel_floor(rate: f64, secs: f64) -> (f64, f64, f64) {
+    use ssdaq::recv::{BATCH, IoMode, PacketPool, Receiver, bind_udp};
+    let (sock, _) = bind_udp("127.0.0.1:0".parse().unwrap(), 16 << 20).unwrap();
+    let mut rx = Receiver::new(sock, PacketPool::new(512), IoMode::Recvmmsg).unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let cfg = SimConfig {
+        target: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        modules: 32,
+        rate,
+        duration: Some(Duration::from_secs_f64(secs)),
+        send_jitter: Duration::from_secs_f64(0.004f64.min(0.5 / rate)),
+        ..Default::default()
+    };
+    let sender = std::thread::spawn(move || {
+        core_affinity::set_for_current(core_affinity::CoreId { id: 1 });
+        let r = sim::run(&cfg, &AtomicBool::new(false));
+        s2.store(true, Ordering::Relaxed);
+        r.unwrap()
+    });
+    let mut waits = on_core(0, || {
+        let mut out = Vec::with_capacity(BATCH);
+        let mut waits = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            out.clear();
+            let _ = rx.recv(&mut out, Duration::ZERO);
+            for m in out.drain(..) {
+                waits.push(m.read_ns.saturating_sub(m.arrival_ns) as f64);
+                rx.release(m.buf);
+            }
+        }
+        waits
+    });
+    sender.join().unwrap();
+    waits.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| waits.get(((waits.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
+    (q(0.5), q(0.99), waits.last().copied().unwrap_or(f64::NAN))
+}
+
 /// Spins on `core` for `secs` reading the clock, and records every gap
 /// between two readings: the time the core was taken away (by interrupts,
 /// the kernel, or on a VM the host). The floor under any latency measured
@@ -781,17 +925,88 @@ fn on_core<T: Send>(core: usize, f: impl FnOnce() -> T + Send) -> T {
 }
 
 fn force_rcvbuf(sock: &UdpSocket, bytes: usize) {
-    let v = bytes as libc::c_int;
+    set_int_option(sock, libc::SO_RCVBUFFORCE, bytes as libc::c_int);
+}
+
+/// Sets an integer `SOL_SOCKET` option on `sock`.
+fn set_int_option(sock: &UdpSocket, option: libc::c_int, v: libc::c_int) {
     // SAFETY: setsockopt with a valid int option value on our own socket.
     unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
+            option,
             (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
+}
+
+/// This build's ssdaqd against the one at `base`, each trial between two of
+/// the other's: capacity (`--io uring` drain), and latency p99 at the real
+/// rate (pinned) and at 100×. Printed; a change that claims "no regression"
+/// quotes these ratios.
+fn against_baseline(base: &Path, plan: &Plan) {
+    let n = plan.drain_n;
+    let (mut cpu_base, mut cpu_this) = (Vec::new(), Vec::new());
+    let cap = Pair::measure(
+        plan.trials,
+        || {
+            // A build before 0.2 also needs --max-jump ≥ --module-timeout.
+            let d = daemon_drain_of(base, n, &["--io", "uring", "--max-jump", "60"], None, false);
+            cpu_base.push(d.cpu_ns_per_datagram);
+            d.rate
+        },
+        |_| {
+            let d = daemon_drain(n, &["--io", "uring"], None, false);
+            cpu_this.push(d.cpu_ns_per_datagram);
+            d.rate
+        },
+    );
+    println!(
+        "against {}: capacity --io uring {:.3} / {:.3} Mpps, ratio {:.2} (per trial {}); \
+         CPU per datagram {:.0} / {:.0} ns, ratio {:.3}",
+        base.display(),
+        cap.daemon() / 1e6,
+        cap.bare() / 1e6,
+        cap.ratio(),
+        cap.trials(),
+        median(&cpu_this),
+        median(&cpu_base),
+        median(&cpu_this) / median(&cpu_base),
+    );
+    let trials = plan.trials.min(5);
+    for (label, rate, secs, args) in [
+        (
+            "real rate, --cores",
+            25.0,
+            plan.real_secs / 2.0,
+            &["--cores", "0,1"][..],
+        ),
+        ("100×", 2500.0, plan.fast_secs / 2.0, &[][..]),
+    ] {
+        let p99 = Pair::measure(
+            trials,
+            || paced_of(base, rate, secs, args).p99,
+            |_| paced(rate, secs, args).p99,
+        );
+        println!(
+            "against {}: latency p99 at the {label} {:.1} / {:.1} µs, ratio {:.2} (per trial {})",
+            base.display(),
+            p99.daemon() / 1e3,
+            p99.bare() / 1e3,
+            p99.ratio(),
+            p99.trials()
+        );
+    }
+}
+
+/// The first of the figures `keys` the stats line has (names changed
+/// between builds).
+fn figure(s: &Stats, keys: &[&str]) -> u64 {
+    keys.iter()
+        .find_map(|k| s.get(*k).copied())
+        .unwrap_or_else(|| panic!("none of {keys:?} in {s:?}"))
 }
 
 fn check_no_loss(s: &Stats, n: u64, dump: bool) {
@@ -799,7 +1014,7 @@ fn check_no_loss(s: &Stats, n: u64, dump: bool) {
     assert_eq!(s["received"], n, "datagrams received: {s:?}");
     assert_eq!(s["accepted"], n, "datagrams built: {s:?}");
     assert_eq!(
-        s["hwm_drops"] + s["publish_errors"],
+        figure(s, &["hwm_overflows", "hwm_drops"]) + s["publish_errors"],
         0,
         "publish drops: {s:?}"
     );
@@ -878,6 +1093,8 @@ struct Table {
     capacity: Vec<(&'static str, Pair)>,
     /// [`Bare::LIKE_DAEMON`] against [`Bare::PLAIN`].
     receive_work: Pair,
+    /// [`Bare::LIKE_DAEMON`] against [`Bare::UNSTAMPED`].
+    stamps: Pair,
     dump: Pair,
     /// The filesystem the dump trials wrote to.
     dump_fs: &'static str,
@@ -885,6 +1102,8 @@ struct Table {
     real: Option<Paced>,
     real_pinned: Option<Paced>,
     real_polled: Option<Paced>,
+    /// [`kernel_floor`]: (p50, p99, max) ns.
+    kernel: (f64, f64, f64),
     fast: Option<Paced>,
     noise: Option<Noise>,
     replay: (u64, f64, f64),
@@ -916,8 +1135,12 @@ impl Table {
             );
         }
         println!(
-            "| (ceiling: the bare loop doing ssdaqd's receive work, source addresses and its buffer pool) | {:.2} × bare recvmmsg | — | |",
+            "| (ceiling: the bare loop doing ssdaqd's receive work, source addresses, receive stamps and its buffer pool) | {:.2} × bare recvmmsg | — | |",
             self.receive_work.ratio()
+        );
+        println!(
+            "| (of which the receive stamps) | {:.3} × the same loop without | — | |",
+            self.stamps.ratio()
         );
         let dump_ratio = self.dump.ratio();
         println!(
@@ -958,6 +1181,17 @@ impl Table {
             ok(fast.p99 <= 200e3)
         );
         println!(
+            "| (the rows above: read → ZeroMQ; from the kernel's receive stamp, real rate --cores / busy-poll / 100×) | p99 {:.1} / {:.1} / {:.1} µs | — | |",
+            pinned.e2e_p99 / 1e3,
+            polled.e2e_p99 / 1e3,
+            fast.e2e_p99 / 1e3,
+        );
+        println!(
+            "| (the kernel's delivery, stamp → read, by a bare spinning receiver) | p50 {:.1} p99 {:.1} µs | — | |",
+            self.kernel.0 / 1e3,
+            self.kernel.1 / 1e3,
+        );
+        println!(
             "| CPU at the real rate | {:.2} % ({:.2} % with --cores) | ≤ 1 % | {} |",
             real.cpu_pct,
             pinned.cpu_pct,
@@ -981,11 +1215,12 @@ impl Table {
             ok(rss <= 64.0)
         );
         println!(
-            "RESULT quick={} capacity_ratio={:.3} capacity_recvmmsg_ratio={:.3} receive_work_ratio={:.3} dump_ratio={dump_ratio:.3} dump_fs={} e2e_ratio={e2e:.3} p99_real_us={:.1} p99_real_sleeping_us={:.1} p99_real_unpinned_us={:.1} p99_100x_us={:.1} cpu_real_pct={:.3} replay_gbps={replay:.3} rss_mib={rss:.1} noise_gaps_per_s={:.0}",
+            "RESULT quick={} capacity_ratio={:.3} capacity_recvmmsg_ratio={:.3} receive_work_ratio={:.3} stamps_ratio={:.3} dump_ratio={dump_ratio:.3} dump_fs={} e2e_ratio={e2e:.3} p99_real_us={:.1} p99_real_sleeping_us={:.1} p99_real_unpinned_us={:.1} p99_100x_us={:.1} cpu_real_pct={:.3} replay_gbps={replay:.3} rss_mib={rss:.1} noise_gaps_per_s={:.0}",
             quick as u8,
             cap("uring"),
             cap("recvmmsg"),
             self.receive_work.ratio(),
+            self.stamps.ratio(),
             self.dump_fs,
             polled.p99 / 1e3,
             pinned.p99 / 1e3,

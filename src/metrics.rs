@@ -121,8 +121,13 @@ impl fmt::Display for Quantiles {
     }
 }
 
-/// The latency of every stage, measured from a datagram's arrival stamp.
+/// The latency of every stage, measured from a datagram's arrival stamp
+/// (the kernel's receive time) or from when ssdaqd read it.
 pub struct StageLatency {
+    /// Arrival of the last datagram of a complete event → ssdaqd read the
+    /// datagram that completed it: the time in the kernel and the socket
+    /// queue, waking the receive thread included.
+    pub to_read: Latency,
     /// Arrival → its readouts are in their slots (every datagram).
     pub to_slot: Latency,
     /// Arrival of the last datagram of a complete event → event built.
@@ -131,33 +136,42 @@ pub struct StageLatency {
     pub to_zmq: Latency,
     /// Same for partial events (dominated by the timeout that emitted them).
     pub partial_to_zmq: Latency,
+    /// ssdaqd read the datagram that completed an event → handed to
+    /// ZeroMQ: ssdaqd's own share of `to_zmq`.
+    pub read_to_zmq: Latency,
 }
 
 impl Default for StageLatency {
     fn default() -> Self {
         StageLatency {
+            to_read: Latency::new("arrival→read"),
             to_slot: Latency::new("arrival→slot"),
             to_built: Latency::new("arrival→built"),
             to_zmq: Latency::new("arrival→zmq"),
             partial_to_zmq: Latency::new("partial arrival→zmq"),
+            read_to_zmq: Latency::new("read→zmq"),
         }
     }
 }
 
 impl StageLatency {
-    pub fn all_mut(&mut self) -> [&mut Latency; 4] {
+    pub fn all_mut(&mut self) -> [&mut Latency; 6] {
         [
+            &mut self.to_read,
             &mut self.to_slot,
             &mut self.to_built,
             &mut self.to_zmq,
+            &mut self.read_to_zmq,
             &mut self.partial_to_zmq,
         ]
     }
-    pub fn all(&self) -> [&Latency; 4] {
+    pub fn all(&self) -> [&Latency; 6] {
         [
+            &self.to_read,
             &self.to_slot,
             &self.to_built,
             &self.to_zmq,
+            &self.read_to_zmq,
             &self.partial_to_zmq,
         ]
     }

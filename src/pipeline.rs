@@ -56,7 +56,7 @@ use crate::clock::{self, since};
 use crate::dump::{DumpConfig, DumpStats, DumpSummary, DumpWriter};
 use crate::event::Format;
 use crate::metrics::{BatchSizes, BatchSummary, Quantiles, RateLimit, StageLatency, human_ns};
-use crate::packet::Reject;
+use crate::packet::{self, Reject};
 use crate::publish::{BindError, PublishStats, Publisher, Subscription};
 use crate::recv::{self, BATCH, Backend, BufId, IoMode, PacketPool, Receiver, RecvMeta};
 
@@ -226,6 +226,7 @@ struct RecvCounters {
     starved: AtomicU64,
     rearms: AtomicU64,
     unusable: AtomicU64,
+    unstamped: AtomicU64,
 }
 
 impl RecvCounters {
@@ -238,13 +239,15 @@ impl RecvCounters {
         self.starved.store(s.starved, Ordering::Relaxed);
         self.rearms.store(s.rearms, Ordering::Relaxed);
         self.unusable.store(s.errors, Ordering::Relaxed);
+        self.unstamped.store(s.unstamped, Ordering::Relaxed);
     }
 }
 
 /// State shared by the two stages.
 struct Shared {
     asm: Mutex<Assembly>,
-    /// Every datagram stamped before this (ns) has been built or queued.
+    /// Every datagram the kernel stamped before this (ns) has been built or
+    /// queued: the build stage may move the builder's clock to it.
     fence: AtomicU64,
     stop: Arc<AtomicBool>,
     recv_done: AtomicBool,
@@ -280,6 +283,10 @@ struct Assembly {
     out_of_sync_log: RateLimit,
     readout_log: RateLimit,
     expected_logged: u32,
+    /// What the timeline log has said so far.
+    off_logged: u32,
+    steps_logged: u64,
+    out_of_sync_logged: u64,
     status: StatusState,
     status_interval_ns: u64,
     next_subscription_poll_ns: u64,
@@ -292,6 +299,8 @@ struct Assembly {
 pub struct Span {
     /// Arrival stamp of the first datagram built.
     pub first_arrival_ns: u64,
+    /// When the first datagram had been built.
+    pub first_built_ns: u64,
     /// Arrival stamp of the last datagram built.
     pub last_arrival_ns: u64,
     /// When the last datagram had been built (and its events handed to ZeroMQ).
@@ -302,6 +311,9 @@ pub struct Span {
 struct PublishSink<'a> {
     publisher: &'a mut Publisher,
     latency: &'a mut StageLatency,
+    /// When ssdaqd read the datagram being built (None in housekeeping):
+    /// the one that completes the events emitted while it is built.
+    read_ns: Option<u64>,
 }
 
 impl EventSink for PublishSink<'_> {
@@ -315,9 +327,14 @@ impl EventSink for PublishSink<'_> {
                 .record(since(arrival, clock::now_ns()));
         }
         self.publisher.send_event(&mut ev);
-        let sent = since(arrival, clock::now_ns());
+        let now = clock::now_ns();
+        let sent = since(arrival, now);
         if complete {
             self.latency.to_zmq.record(sent);
+            if let Some(read) = self.read_ns {
+                self.latency.to_read.record(since(arrival, read));
+                self.latency.read_to_zmq.record(since(read, now));
+            }
         } else {
             self.latency.partial_to_zmq.record(sent);
         }
@@ -325,12 +342,13 @@ impl EventSink for PublishSink<'_> {
 }
 
 impl Assembly {
-    fn sink(&mut self) -> (&mut Builder, PublishSink<'_>) {
+    fn sink(&mut self, read_ns: Option<u64>) -> (&mut Builder, PublishSink<'_>) {
         (
             &mut self.builder,
             PublishSink {
                 publisher: &mut self.publisher,
                 latency: &mut self.latency,
+                read_ns,
             },
         )
     }
@@ -354,12 +372,13 @@ impl Assembly {
         if let Some(w) = &mut self.dump {
             w.append(m.arrival_ns, m.src, m.truncated, d.payload);
         }
-        self.publisher.prepare(d.arrival_ns);
-        let (builder, mut sink) = self.sink();
+        self.publisher.prepare(m.read_ns);
+        let (builder, mut sink) = self.sink(Some(m.read_ns));
         let outcome = builder.push(d, &mut sink);
         let now = clock::now_ns();
         if self.span.first_arrival_ns == 0 {
             self.span.first_arrival_ns = d.arrival_ns;
+            self.span.first_built_ns = now;
         }
         self.span.last_arrival_ns = d.arrival_ns;
         self.span.last_built_ns = now;
@@ -391,27 +410,23 @@ impl Assembly {
                     );
                 }
             }
-            Outcome::OutOfSync => {
-                if let Some(held) = self.out_of_sync_log.allow(now) {
-                    warn!(
-                        "dropped a datagram from {}: its timestamps are more than {} from the camera's \
-                         (module restarted or clock wrong? {} such in all, {held} not logged)",
-                        m.src,
-                        human_ns(self.builder.config().max_jump_ns),
-                        self.builder.stats().out_of_sync
-                    );
-                }
-            }
+            // Logged from `housekeeping`: once when a module goes off the
+            // timeline, rate-limited for strays.
+            Outcome::OutOfSync | Outcome::Held => {}
         }
     }
 
-    /// Wall-clock work at `now`, a time before which every datagram has
-    /// been built: flush what timed out, note subscriptions and modules,
-    /// print the status line when due. Tells the receive thread when to
-    /// come back.
-    fn housekeeping(&mut self, now: u64, shared: &Shared) {
-        let (builder, mut sink) = self.sink();
-        builder.advance(now, &mut sink);
+    /// Wall-clock work: moves the builder's clock to `built_until` (a time
+    /// before which every datagram the kernel stamped has been built) and
+    /// flushes what timed out; notes subscriptions, modules and the
+    /// timeline; prints the status line when due. Tells the receive thread
+    /// when to come back.
+    fn housekeeping(&mut self, built_until: Option<u64>, shared: &Shared) {
+        if let Some(t) = built_until {
+            let (builder, mut sink) = self.sink(None);
+            builder.advance(t, &mut sink);
+        }
+        let now = clock::now_ns();
         if now >= self.next_subscription_poll_ns {
             self.next_subscription_poll_ns = now + SUBSCRIPTION_POLL_NS;
             match self.publisher.poll_subscriptions() {
@@ -430,29 +445,8 @@ impl Assembly {
                 None => {}
             }
         }
-        let expected = self.builder.expected();
-        if expected != self.expected_logged {
-            let (joined, left) = (
-                expected & !self.expected_logged,
-                self.expected_logged & !expected,
-            );
-            if joined != 0 {
-                info!(
-                    "modules heard from: {} (now waiting for {})",
-                    builder::format_module_set(joined),
-                    describe(expected)
-                );
-            }
-            if left != 0 {
-                warn!(
-                    "modules silent for {}: {} (no longer waited for; now {})",
-                    human_ns(self.builder.config().module_timeout_ns),
-                    builder::format_module_set(left),
-                    describe(expected)
-                );
-            }
-            self.expected_logged = expected;
-        }
+        self.log_modules();
+        self.log_timeline(now);
         let mut next = self.next_subscription_poll_ns;
         if self.status_interval_ns > 0 {
             let due = self.status.at_ns + self.status_interval_ns;
@@ -462,18 +456,111 @@ impl Assembly {
             next = next.min(self.status.at_ns + self.status_interval_ns);
         }
         if let Some(d) = self.builder.next_deadline() {
-            next = next.min(d);
+            // The receiver vouches for stamps STAMP_SETTLE_NS older than
+            // its check: come back when the deadline is that far past.
+            next = next.min(d.saturating_add(recv::STAMP_SETTLE_NS));
         }
         shared.next_wake.store(next, Ordering::Relaxed);
     }
 
+    /// Logs changes of the expected set.
+    fn log_modules(&mut self) {
+        let expected = self.builder.expected();
+        if expected == self.expected_logged {
+            return;
+        }
+        // A module off the timeline leaves the learned set too, but it is
+        // not silent: that was logged already (`log_timeline`).
+        let off = self.builder.timeline().off();
+        let (joined, left) = (
+            expected & !self.expected_logged,
+            self.expected_logged & !expected & !off,
+        );
+        if joined != 0 {
+            info!(
+                "modules heard from: {} (now waiting for {})",
+                builder::format_module_set(joined),
+                describe(expected)
+            );
+        }
+        if left != 0 {
+            warn!(
+                "modules silent for {}: {} (no longer waited for; now {})",
+                human_ns(self.builder.config().module_timeout_ns),
+                builder::format_module_set(left),
+                describe(expected)
+            );
+        }
+        self.expected_logged = expected;
+    }
+
+    /// Logs the timeline: each module that goes off it or comes back, once;
+    /// each camera clock step; strays, at most once per interval.
+    fn log_timeline(&mut self, now: u64) {
+        let tl = self.builder.timeline();
+        let off = tl.off();
+        let (went, back) = (off & !self.off_logged, self.off_logged & !off);
+        for m in (0..packet::N_MODULES).filter(|m| went & (1 << m) != 0) {
+            let dt = tl.off_offset(m);
+            warn!(
+                "module {m}: its timestamps are {}{} from the camera's (clock fault or restart?): \
+                 its datagrams are counted out of sync and it is not waited for until back in line",
+                if dt < 0 { "-" } else { "+" },
+                human_ns(dt.unsigned_abs())
+            );
+        }
+        for m in (0..packet::N_MODULES).filter(|m| back & (1 << m) != 0) {
+            info!("module {m}: back on the camera's timeline");
+        }
+        self.off_logged = off;
+        let s = self.builder.stats();
+        if s.clock_steps > self.steps_logged {
+            warn!(
+                "the camera's clock stepped (most modules moved to a new timeline together): \
+                 following it; pending events went out ({} steps in all)",
+                s.clock_steps
+            );
+            self.steps_logged = s.clock_steps;
+        }
+        let strays = s.out_of_sync;
+        if strays > self.out_of_sync_logged
+            && let Some(held) = self.out_of_sync_log.allow(now)
+        {
+            let per_module: Vec<String> = (0..packet::N_MODULES)
+                .filter(|&m| s.modules[m].out_of_sync > 0)
+                .map(|m| format!("{m}:{}", s.modules[m].out_of_sync))
+                .collect();
+            warn!(
+                "{} datagrams off the camera's timeline, not built (in all, by module: {}; \
+                 {held} such notes held back)",
+                strays,
+                per_module.join(" ")
+            );
+            self.out_of_sync_logged = strays;
+        }
+    }
+
     /// The end of the run: every pending event out, the dump closed.
     fn flush(&mut self) {
-        let (builder, mut sink) = self.sink();
+        let (builder, mut sink) = self.sink(None);
         builder.flush(&mut sink);
         if let Some(w) = self.dump.take() {
             w.finish();
         }
+    }
+}
+
+/// The modules waited for, and those expected but off the timeline.
+fn describe_waited(waited: u32, expected: u32) -> String {
+    let off = expected & !waited;
+    if off == 0 {
+        describe(waited)
+    } else {
+        format!(
+            "{} (off the timeline: {})",
+            describe(waited),
+            builder::format_module_set(off)
+        )
     }
 }
 
@@ -511,9 +598,18 @@ impl Daemon {
     /// are about the environment (port in use, bad endpoint) and say so.
     pub fn start(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<Daemon, StartError> {
         cfg.builder.validate().map_err(StartError::Config)?;
-        if !cfg.buffers.is_power_of_two() || cfg.buffers < BATCH {
+        if !cfg.buffers.is_power_of_two() || !(BATCH..=recv::MAX_BUFFERS).contains(&cfg.buffers) {
             return Err(StartError::Config(format!(
-                "--buffers must be a power of two >= {BATCH}"
+                "--buffers must be a power of two from {BATCH} to {}, not {}",
+                recv::MAX_BUFFERS,
+                cfg.buffers
+            )));
+        }
+        if !(1..=crate::publish::MAX_HWM).contains(&cfg.hwm) {
+            return Err(StartError::Config(format!(
+                "--hwm must be 1..={}, not {}",
+                crate::publish::MAX_HWM,
+                cfg.hwm
             )));
         }
         let (socket, rcvbuf) =
@@ -558,6 +654,9 @@ impl Daemon {
             out_of_sync_log: RateLimit::new(LOG_EVERY_NS),
             readout_log: RateLimit::new(LOG_EVERY_NS),
             expected_logged: cfg.builder.modules.unwrap_or(0),
+            off_logged: 0,
+            steps_logged: 0,
+            out_of_sync_logged: 0,
             status: StatusState {
                 at_ns: now,
                 ..Default::default()
@@ -668,6 +767,7 @@ impl Daemon {
                 errors: r.unusable.load(Ordering::Relaxed),
                 starved: r.starved.load(Ordering::Relaxed),
                 rearms: r.rearms.load(Ordering::Relaxed),
+                unstamped: r.unstamped.load(Ordering::Relaxed),
             },
             batches: self.shared.batches.summary(),
             builder: asm.builder.stats().clone(),
@@ -793,9 +893,6 @@ impl RecvStage {
                 continue;
             }
             let now = clock::now_ns();
-            // Everything received so far has been built or queued: any datagram
-            // from here on is stamped after this.
-            shared.fence.store(now, Ordering::Release);
             let queued = to_build.slots() < capacity;
             let wait = if busy_poll || draining.is_some() {
                 Duration::ZERO
@@ -841,8 +938,9 @@ impl RecvStage {
             // Build here when the build stage is idle and the load is light. (A
             // busy-polling thread does its wall-clock work only when it is due.)
             let idle = to_build.slots() == capacity;
+            let light = n < BATCH && !load.heavy();
             let due = !busy_poll || n > 0 || now >= shared.next_wake.load(Ordering::Relaxed);
-            let inline = if idle && n < BATCH && !load.heavy() && due {
+            let inline = if idle && light && due {
                 shared.asm.try_lock().ok()
             } else {
                 None
@@ -855,8 +953,13 @@ impl RecvStage {
                 if n > 0 {
                     shared.recv.inline_batches.fetch_add(1, Ordering::Relaxed);
                 }
-                // Nothing is queued and all received is built: `now` is exact.
-                asm.housekeeping(clock::now_ns(), shared);
+                // Nothing is queued: once the socket is shown empty, every
+                // datagram stamped before the check has been built.
+                let caught_up = rx.caught_up();
+                if let Some(t) = caught_up {
+                    shared.fence.store(t, Ordering::Release);
+                }
+                asm.housekeeping(caught_up, shared);
                 // The build stage may take the assembly next.
                 crate::event::fence_rows();
             } else if n > 0 {
@@ -869,6 +972,11 @@ impl RecvStage {
                 }
                 lent += n;
                 shared.recv.queued_batches.fetch_add(1, Ordering::Relaxed);
+                // Under heavy load the socket is never empty and the arrival
+                // stamps move the builder's clock: no check then.
+                if light && let Some(t) = rx.caught_up() {
+                    shared.fence.store(t, Ordering::Release);
+                }
                 build_thread.unpark();
             }
         }
@@ -931,7 +1039,7 @@ fn build_stage(
                     chunk.fill_from_iter(built.drain(..));
                 }
             }
-            asm.housekeeping(fence, shared);
+            asm.housekeeping(Some(fence), shared);
             if done {
                 asm.flush();
                 return;
@@ -990,17 +1098,18 @@ fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
     let rate = |now: u64, then: u64| (now - then) as f64 / dt;
     let p = asm.publisher.stats();
     let line = format!(
-        "{:.0} datagrams/s → {:.1} events/s (complete {:.1}, partial {:.1}) | {} | dropped: refused {} late {} dup {} kernel {} hwm {} | pending {}",
+        "{:.0} datagrams/s → {:.1} events/s (complete {:.1}, partial {:.1}) | {} | dropped: refused {} off-timeline {} late {} dup {} kernel {} subscriber-missed ≥{} | pending {}",
         rate(datagrams, asm.status.datagrams),
         rate(events, asm.status.events),
         rate(complete, asm.status.complete),
         rate(events - complete, asm.status.events - asm.status.complete),
-        describe(asm.builder.expected()),
-        s.rejected_total(),
+        describe_waited(asm.builder.waited(), asm.builder.expected()),
+        s.rejected.iter().sum::<u64>(),
+        s.out_of_sync,
         s.late(),
         s.duplicate(),
         shared.recv.kernel_drops.load(Ordering::Relaxed),
-        p.hwm_drops,
+        p.overflows,
         asm.builder.pending(),
     );
     asm.status = StatusState {
@@ -1133,16 +1242,21 @@ impl Summary {
             ("received_bytes".into(), self.received_bytes),
             ("stage_failed".into(), self.stage_failed as u64),
             ("accepted".into(), b.datagrams()),
-            ("refused".into(), b.rejected_total()),
+            ("refused".into(), b.rejected.iter().sum::<u64>()),
             ("late".into(), b.late()),
             ("duplicate".into(), b.duplicate()),
             ("events".into(), b.events()),
             ("complete".into(), b.complete),
+            ("all_modules".into(), b.all_modules),
+            ("out_of_sync".into(), b.out_of_sync),
+            ("out_of_sync_readouts".into(), b.out_of_sync_readouts()),
+            ("clock_steps".into(), b.clock_steps),
+            ("held".into(), b.held),
             ("partial".into(), b.partial()),
             ("kernel_drops".into(), self.kernel_drops),
             ("recv_errors".into(), self.recv_errors),
             ("published".into(), self.publish.sent),
-            ("hwm_drops".into(), self.publish.hwm_drops),
+            ("hwm_overflows".into(), self.publish.overflows),
             ("publish_errors".into(), self.publish.errors),
             ("inline_batches".into(), self.inline_batches),
             ("build_bound".into(), self.build_bound),
@@ -1151,6 +1265,7 @@ impl Summary {
             ("recv_unusable".into(), self.receiver.errors),
             ("queued_batches".into(), self.queued_batches),
             ("first_arrival_ns".into(), self.span.first_arrival_ns),
+            ("first_built_ns".into(), self.span.first_built_ns),
             ("last_arrival_ns".into(), self.span.last_arrival_ns),
             ("last_built_ns".into(), self.span.last_built_ns),
             ("cpu_ns".into(), self.cpu_ns),

@@ -9,8 +9,12 @@
 //! exactly a PUB) so that subscriptions can be seen and logged. Every send
 //! is non-blocking with `ZMQ_XPUB_NODROP` on, so a subscriber whose queue is
 //! at its high-water mark makes the send fail visibly: that event is
-//! counted as a high-water-mark drop, then sent again with NODROP off, so
-//! only the slow subscriber misses it and the others still get it.
+//! counted as an *overflow*, then sent again with NODROP off, so only the
+//! slow subscriber misses it and the others still get it. libzmq then stops
+//! checking that subscriber until it has read its queue down, so an
+//! overflow counts one episode, not every event missed in it: the daemon's
+//! figure is a lower bound, and says so; the exact figure is each
+//! subscriber's own gap count (docs/design.md).
 //!
 //! Events are handed to libzmq without a copy ([`Publisher::send_event`]):
 //! the event's buffer is lent to the message and a spare takes its place in
@@ -34,6 +38,9 @@ pub const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.101:5555";
 pub const DEFAULT_HOST: &str = "127.0.0.101";
 /// Messages queued per subscriber before it counts as slow (~17 MB of v1).
 pub const DEFAULT_HWM: i32 = 1000;
+/// The largest per-subscriber queue accepted: 100 000 v1 events, 1.7 GB
+/// for a stalled subscriber. Zero (libzmq's "unbounded") is refused.
+pub const MAX_HWM: i32 = 100_000;
 /// How long closing waits for queued messages to leave.
 const LINGER_MS: i32 = 2000;
 /// Event buffers that can be lent to libzmq at once (~17 KB each).
@@ -73,8 +80,14 @@ impl std::error::Error for BindError {}
 pub struct PublishStats {
     /// Messages handed to ZeroMQ.
     pub sent: u64,
-    /// Messages at least one subscriber missed because its queue was full.
-    pub hwm_drops: u64,
+    /// Times a subscriber's queue was found full (its high-water mark): each
+    /// cost that subscriber at least one event, so this is a **lower bound**
+    /// of the events slow subscribers missed. libzmq stops checking a full
+    /// subscriber until it has caught up, so the events it misses after the
+    /// first are not seen here; each subscriber's own count of gaps in the
+    /// event numbers is exact (`EventListener::missed`, the Python
+    /// `Listener.missed`).
+    pub overflows: u64,
     /// Sends that failed for another reason (dropped).
     pub errors: u64,
     /// Subscriptions currently held by connected subscribers.
@@ -307,7 +320,7 @@ impl Publisher {
     fn deliver(&mut self, mut try_send: impl FnMut(&mut zmq::Socket) -> zmq::Result<()>) -> bool {
         let mut r = try_send(&mut self.sock);
         if r == Err(zmq::Error::EAGAIN) {
-            self.stats.hwm_drops += 1;
+            self.stats.overflows += 1;
             r = self
                 .set_nodrop(false)
                 .and_then(|_| try_send(&mut self.sock));
@@ -391,8 +404,10 @@ impl fmt::Display for PublishStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sent {}  hwm_drops {}  errors {}  subscriptions {}",
-            self.sent, self.hwm_drops, self.errors, self.subscriptions
+            "sent {}  errors {}  subscriptions {}; subscriber queue overflows {} \
+             (slow subscribers missed at least that many events; each subscriber's own gap \
+             count is exact)",
+            self.sent, self.errors, self.subscriptions, self.overflows
         )
     }
 }
@@ -469,7 +484,7 @@ mod tests {
         }
         p.send(b"end");
         let s = p.stats();
-        assert!(s.hwm_drops > 0, "the slow subscriber overflowed: {s}");
+        assert!(s.overflows > 0, "the slow subscriber overflowed: {s}");
         assert_eq!(s.sent, n + 1, "{s}");
         assert_eq!(s.errors, 0);
         assert_eq!(

@@ -230,8 +230,6 @@ fn sigterm_flushes_pending_events_and_exits_zero() {
         "60000",
         "--module-timeout",
         "120",
-        "--max-jump",
-        "300",
     ]);
     let mut sub = d.subscribe();
     let cam = Camera::new(32, d.port);

@@ -49,7 +49,8 @@ fn a_replayed_dump_reproduces_the_live_stream_byte_for_byte() {
     // Past the start-up listening period, so completeness is decided at once.
     std::thread::sleep(Duration::from_millis(200));
     // Module 5 loses frame 3 (a partial event), and its frame 3 comes late,
-    // after frame 4 resolved it; a malformed and a foreign datagram too.
+    // after its frame 4 and the reorder grace resolved it; a malformed and a
+    // foreign datagram too.
     for m in (0..32).filter(|&m| m != 5) {
         cam.send(m, 3);
     }
@@ -61,6 +62,8 @@ fn a_replayed_dump_reproduces_the_live_stream_byte_for_byte() {
     for m in 0..32 {
         cam.send(m, 4);
     }
+    // Well past the reorder grace: frame 3 is resolved without module 5.
+    std::thread::sleep(Duration::from_millis(30));
     cam.send(5, 3);
     // Then the camera goes quiet with module 31 missing: a wall-clock flush.
     for m in 0..31 {

@@ -45,8 +45,10 @@ struct Cli {
     /// Wire format of published events (PROTOCOL.md §4 / §5).
     #[arg(long, value_enum, default_value_t = Format::V1)]
     format: Format,
-    /// Events queued per subscriber before it misses events.
-    #[arg(long, default_value_t = publish::DEFAULT_HWM)]
+    /// Events queued per subscriber before it misses events (1..=100000;
+    /// each queued v1 event holds 16.9 KB).
+    #[arg(long, default_value_t = publish::DEFAULT_HWM,
+          value_parser = clap::value_parser!(i32).range(1..=publish::MAX_HWM as i64))]
     hwm: i32,
     /// Pin the receive stage to core A and the build stage to core B.
     #[arg(long, value_name = "A,B", value_parser = parse_cores)]
@@ -83,15 +85,16 @@ struct Cli {
     /// Event slots: the most events that can be pending at once.
     #[arg(long, default_value_t = 1024)]
     slots: usize,
-    /// Timestamps this far from the camera's are out of sync.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    max_jump: f64,
+    /// A module's datagram arriving this long after its successor is still
+    /// built; a lost datagram is known lost only this long after the next.
+    #[arg(long, value_name = "NS", default_value_t = ssdaq::builder::DEFAULT_REORDER_NS)]
+    reorder_ns: u64,
     /// Socket receive buffer to ask the kernel for (e.g. 64M).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     rcvbuf: u64,
-    /// Packet buffers shared by the stages (a power of two). Few enough to
-    /// stay in cache: a drain measured 0.96 Mpps with 512, 0.85 with 2048.
-    #[arg(long, default_value_t = 512)]
+    /// Packet buffers shared by the stages: a power of two, 64..=32768
+    /// (docs/performance.md: why 512).
+    #[arg(long, default_value_t = 512, value_parser = parse_buffers)]
     buffers: usize,
     /// Seconds between status lines (0: none).
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
@@ -121,6 +124,17 @@ struct Cli {
     /// Print version.
     #[arg(long, action = ArgAction::Version)]
     version: Option<bool>,
+}
+
+fn parse_buffers(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of buffers"))?;
+    let (lo, hi) = (ssdaq::recv::BATCH, ssdaq::recv::MAX_BUFFERS);
+    if !(n.is_power_of_two() && (lo..=hi).contains(&n)) {
+        return Err(format!("must be a power of two from {lo} to {hi}, not {n}"));
+    }
+    Ok(n)
 }
 
 fn parse_cores(s: &str) -> Result<(usize, usize), String> {
@@ -171,7 +185,7 @@ fn config(cli: &Cli) -> DaemonConfig {
         relaxed_ip: cli.relaxed_ip,
         run_number: cli.run_number,
         slots: cli.slots,
-        max_jump_ns: seconds("--max-jump", cli.max_jump).as_nanos() as u64,
+        reorder_ns: cli.reorder_ns,
     };
     if let Err(e) = builder.validate() {
         usage(&e);

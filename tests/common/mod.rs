@@ -66,7 +66,13 @@ impl Ssdaqd {
     /// The ssdaqd command on free ports (`-l 0`, a wildcard `--pub` port),
     /// without the status line, plus `args`.
     pub fn command(args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin("ssdaqd"));
+        Ssdaqd::command_of(&bin("ssdaqd"), args)
+    }
+
+    /// [`Ssdaqd::command`] of the ssdaqd binary at `exe` (the benchmark
+    /// pairs this build against another).
+    pub fn command_of(exe: &std::path::Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(exe);
         cmd.args(["-l", "0", "--pub", "tcp://127.0.0.1:*", "--status", "0"])
             .args(args);
         cmd

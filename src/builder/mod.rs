@@ -12,56 +12,77 @@
 //! # How readouts become events
 //!
 //! * A datagram is validated by [`packet::parse`] (length, source module,
-//!   timestamps) and checked against the camera's timeline (below). A
-//!   refused datagram is counted by cause and changes nothing else.
+//!   timestamps) and judged against the camera's timeline ([`timeline`]:
+//!   the camera's time is what its modules agree on, so one datagram or one
+//!   module far from it never moves it). A refused datagram is counted by
+//!   cause and changes nothing else; one held as suspect waits, copied,
+//!   until its module or the camera shows whether it was a stray.
 //! * Each readout is matched on its **primary timestamp**: it joins the
 //!   pending slot whose anchor (the first timestamp seen for that event) is
 //!   within `window_ns`, never on arrival order (PROTOCOL.md §7). Slots are
 //!   kept in timestamp order; each module remembers where its last readout
 //!   went, so regular data finds its slot in O(1) and irregular data by
 //!   binary search. A readout is converted ADC → mV straight into the slot.
-//! * A readout for a module already present in its slot is a **duplicate**;
-//!   one older than the last emitted event is **late**. Both are counted and
-//!   dropped, never merged.
+//! * A readout for a module already present in its slot is a **duplicate**,
+//!   also when that slot was already emitted (the modules of the last
+//!   `slots` events emitted are remembered); one older than the last
+//!   emitted event that its module had not delivered is **late**. Both are
+//!   counted and dropped, never merged.
 //! * A slot is emitted, oldest first, as soon as it is
-//!   - **complete**: every expected module is present; or
-//!   - **passed**: every missing expected module has already delivered a
-//!     readout for a newer event, so (modules send in time order) its readout
-//!     for this one was lost — this resolves a lost datagram at the module's
-//!     next datagram instead of waiting for the timeout; or
+//!   - **complete**: every module waited for is present; or
+//!   - **passed**: every missing module has delivered a readout for a newer
+//!     event at least `reorder_ns` ago, so (modules send in time order, and
+//!     a swapped pair arrives within that grace) its readout for this one
+//!     was lost — this resolves a lost datagram at the module's next
+//!     datagram instead of waiting for the timeout; or
 //!   - **expired**: `timeout_ns` after its first readout arrived (on the
-//!     packet clock, or the wall clock via `advance`, so a silent camera
+//!     arrival clock, or the wall clock via `advance`, so a silent camera
 //!     still flushes); or
 //!   - **forced**: the ring is full and the oldest slot must make room.
 //!
 //!   Missing modules get NaN rows and zero timestamps. Events are numbered
 //!   1, 2, 3 … in the order they are emitted.
-//! * The **expected set** is learned: modules whose datagrams were accepted
-//!   within `module_timeout_ns`; or fixed with `modules`. After a quiet spell
-//!   (nobody expected) the builder first listens for `timeout_ns` before it
-//!   calls anything complete, so the first module to speak does not make
-//!   one-module events of a 32-module camera.
-//! * The **timeline**: a datagram whose timestamps lie more than
-//!   `max_jump_ns` from the newest accepted timestamp is *out of sync*
-//!   (a restarted module, a corrupt clock): counted and dropped, and since it
-//!   does not count as hearing from the module, a module that stays out of
-//!   sync drops out of the expected set. When most of the active modules are
-//!   out of sync together (the camera's clock was reset) the builder emits
-//!   what it holds and follows the new timeline. After `module_timeout_ns`
-//!   without any accepted datagram the timeline starts afresh.
+//! * The modules **waited for** are the expected set minus the modules off
+//!   the timeline. The expected set is learned (modules whose datagrams
+//!   were taken within `module_timeout_ns`) or fixed with `modules`. After a
+//!   quiet spell (nobody expected) the builder first listens for
+//!   `timeout_ns` before it calls anything complete, so the first module to
+//!   speak does not make one-module events of a 32-module camera.
+//! * A **camera clock step** confirmed by the timeline ends the old
+//!   timeline: what is pending is emitted, and the held datagrams of the
+//!   step are built on the new one. After `module_timeout_ns` without any
+//!   datagram taken the timeline starts afresh.
+//!
+//! Arrival times are the kernel's receive stamps (live) or the recorded
+//! ones (replay): a daemon that stalled builds its backlog on the times the
+//! datagrams really arrived.
+
+pub mod timeline;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use zerocopy::FromBytes;
+
 use crate::event::{EventBuf, EventHeader, Format};
 use crate::packet::{self, N_MODULES, Readout, Reject};
+use timeline::{Timeline, Verdict};
 
 /// Whether `present` holds every module of a non-empty `expected` set.
 #[inline]
 pub fn covers(present: u32, expected: u32) -> bool {
     expected != 0 && present & expected == expected
 }
+
+/// Default reorder grace: 2 ms. A swapped pair from the simulator arrived
+/// a median 4-7 µs and a p99 25-76 µs apart (loopback, kernel stamps);
+/// 2 ms is a twentieth of the real camera's datagram period, and only
+/// events after a lost datagram wait for it (docs/design.md).
+pub const DEFAULT_REORDER_NS: u64 = 2_000_000;
+/// Fewest and most event slots.
+pub const MIN_SLOTS: usize = 64;
+pub const MAX_SLOTS: usize = 65_536;
 
 /// Builder settings. All times are nanoseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +104,10 @@ pub struct BuilderConfig {
     pub run_number: u64,
     /// Event slots in the ring: the most events that can be pending at once.
     pub slots: usize,
-    /// Timestamps further than this from the camera's timeline are out of sync.
-    pub max_jump_ns: u64,
+    /// A module's datagram that arrives this long after its successor is
+    /// still built (a swapped pair), and a module's newer datagram shows
+    /// its older one lost only once this long has passed.
+    pub reorder_ns: u64,
 }
 
 impl Default for BuilderConfig {
@@ -97,7 +120,7 @@ impl Default for BuilderConfig {
             relaxed_ip: false,
             run_number: 0,
             slots: 1024,
-            max_jump_ns: 10_000_000_000,
+            reorder_ns: DEFAULT_REORDER_NS,
         }
     }
 }
@@ -118,11 +141,19 @@ impl BuilderConfig {
                 self.timeout_ns / 1_000_000
             ));
         }
-        if self.max_jump_ns < self.module_timeout_ns {
-            return Err("--max-jump must be at least --module-timeout".into());
+        if self.reorder_ns >= self.timeout_ns {
+            return Err(format!(
+                "--reorder-ns ({} ns) must be shorter than --timeout-ms ({} ms)",
+                self.reorder_ns,
+                self.timeout_ns / 1_000_000
+            ));
         }
-        if !(1..=65_536).contains(&self.slots) {
-            return Err(format!("--slots must be 1..=65536, not {}", self.slots));
+        if !(MIN_SLOTS..=MAX_SLOTS).contains(&self.slots) {
+            return Err(format!(
+                "--slots must be {MIN_SLOTS}..={MAX_SLOTS}, not {} (a 32-module camera keeps \
+                 1-3 datagrams of 10 readouts pending: fewer slots force events out partial)",
+                self.slots
+            ));
         }
         if self.modules == Some(0) {
             return Err("--modules names no module".into());
@@ -146,7 +177,7 @@ impl BuilderConfig {
             ("relaxed_ip", self.relaxed_ip.to_string()),
             ("run_number", self.run_number.to_string()),
             ("slots", self.slots.to_string()),
-            ("max_jump_ns", self.max_jump_ns.to_string()),
+            ("reorder_ns", self.reorder_ns.to_string()),
         ];
         v.drain(..).map(|(k, v)| (k.to_string(), v)).collect()
     }
@@ -167,7 +198,9 @@ impl BuilderConfig {
             "relaxed_ip" => self.relaxed_ip = value == "true",
             "run_number" => self.run_number = num(value)?,
             "slots" => self.slots = num(value)? as usize,
-            "max_jump_ns" => self.max_jump_ns = num(value)?,
+            "reorder_ns" => self.reorder_ns = num(value)?,
+            // Written by ssdaqd before 0.2: the timeline no longer needs it.
+            "max_jump_ns" => {}
             _ => return Ok(false),
         }
         Ok(true)
@@ -333,9 +366,14 @@ pub struct ModuleCounters {
     pub bytes: u64,
     /// Datagrams refused, by [`Reject`] cause (UnknownSource stays zero).
     pub rejected: [u64; Reject::ALL.len()],
-    /// Datagrams out of sync with the camera's timeline.
+    /// Datagrams off the camera's timeline: strays, and what the module
+    /// sent while off it (docs/design.md, "The camera's timeline").
     pub out_of_sync: u64,
-    /// Readouts older than the last emitted event.
+    /// The readouts of those datagrams.
+    pub out_of_sync_readouts: u64,
+    /// Times the module went off the timeline (each logged once).
+    pub off_timeline: u64,
+    /// Readouts older than the last emitted event, that their event lacks.
     pub late: u64,
     /// Readouts for an event that already held this module.
     pub duplicate: u64,
@@ -354,16 +392,20 @@ pub struct BuilderStats {
     pub rejected: [u64; Reject::ALL.len()],
     /// Out-of-sync datagrams over all modules.
     pub out_of_sync: u64,
+    /// Datagrams held as suspect right now (neither built nor lost yet).
+    pub held: u64,
     /// Unknown source addresses and their datagram counts (first 16 seen).
     pub unknown_sources: Vec<(Ipv4Addr, u64)>,
     /// Unknown-source datagrams from addresses beyond the first 16.
     pub unknown_other: u64,
     /// Events emitted, by [`Emit`] reason.
     pub emitted: [u64; Emit::ALL.len()],
-    /// Events emitted with every expected module present.
+    /// Events emitted with every module waited for present.
     pub complete: u64,
-    /// Camera clock resets followed.
-    pub resyncs: u64,
+    /// Events emitted with all 32 modules of the camera.
+    pub all_modules: u64,
+    /// Camera clock steps followed.
+    pub clock_steps: u64,
     /// The most slots ever pending at once.
     pub pending_max: usize,
 }
@@ -387,6 +429,9 @@ impl BuilderStats {
     pub fn duplicate(&self) -> u64 {
         self.modules.iter().map(|m| m.duplicate).sum()
     }
+    pub fn out_of_sync_readouts(&self) -> u64 {
+        self.modules.iter().map(|m| m.out_of_sync_readouts).sum()
+    }
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().sum::<u64>() + self.out_of_sync
     }
@@ -400,7 +445,10 @@ pub enum Outcome {
         dropped_readouts: u32,
     },
     Rejected(Reject),
+    /// Off the camera's timeline: counted, not built.
     OutOfSync,
+    /// Held as suspect: built or counted later.
+    Held,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -414,17 +462,24 @@ struct SlotMeta {
 
 #[derive(Clone, Copy, Default)]
 struct ModuleState {
-    /// Arrival of the last accepted datagram.
+    /// Arrival of the last datagram taken.
     last_heard_ns: Option<u64>,
-    /// Arrival of the last datagram from this module of any kind.
-    last_seen_ns: Option<u64>,
     /// Anchor of the newest slot this module contributed to.
     last_anchor: u64,
+    /// When `last_anchor` last moved on (arrival ns): the module has passed
+    /// the older events it lacks once `reorder_ns` has gone by since.
+    moved_on_ns: u64,
     /// Logical position just after its last slot: where its next readout
     /// most likely goes.
     hint: u64,
-    /// First timestamp of its latest datagram, if that was out of sync.
-    out_of_sync_ts: Option<u64>,
+}
+
+/// An emitted event, remembered while its slot could still be in the
+/// ring, to tell a duplicate from a late readout.
+#[derive(Clone, Copy)]
+struct Emitted {
+    anchor: u64,
+    present: u32,
 }
 
 /// The event builder. See the module documentation.
@@ -445,8 +500,11 @@ pub struct Builder {
     learning_until: Option<u64>,
     now_ns: u64,
     last_accept_ns: Option<u64>,
+    /// The newest anchor emitted: readouts up to it (and the window) are old.
     watermark: Option<u64>,
-    head_ts: Option<u64>,
+    /// The last `slots` events emitted, oldest first.
+    emitted: VecDeque<Emitted>,
+    timeline: Timeline,
     next_event: u64,
     stats: BuilderStats,
 }
@@ -473,7 +531,13 @@ impl Builder {
             now_ns: 0,
             last_accept_ns: None,
             watermark: None,
-            head_ts: None,
+            emitted: VecDeque::with_capacity(n),
+            timeline: Timeline::new(
+                cfg.reorder_ns,
+                cfg.module_timeout_ns,
+                cfg.timeout_ns,
+                2 * cfg.window_ns,
+            ),
             next_event: 1,
             stats: BuilderStats {
                 unknown_sources: Vec::with_capacity(UNKNOWN_SOURCES),
@@ -491,9 +555,19 @@ impl Builder {
         &self.stats
     }
 
-    /// The modules currently waited for.
+    /// The expected modules: learned, or fixed by the configuration.
     pub fn expected(&self) -> u32 {
         self.expected
+    }
+
+    /// The modules waited for: expected and on the camera's timeline.
+    pub fn waited(&self) -> u32 {
+        self.expected & !self.timeline.off()
+    }
+
+    /// The camera's timeline (which modules are off it, and by how much).
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// Slots currently holding an unfinished event.
@@ -509,10 +583,11 @@ impl Builder {
     /// The earliest time at which [`advance`](Self::advance) would emit
     /// something or change the expected set, if nothing else arrives.
     pub fn next_deadline(&self) -> Option<u64> {
-        let front = self
-            .order
-            .front()
-            .map(|&id| self.meta[id as usize].created_ns + self.cfg.timeout_ns);
+        let front = self.order.front().map(|&id| {
+            let s = &self.meta[id as usize];
+            let expiry = s.created_ns + self.cfg.timeout_ns;
+            self.passed_at(s).map_or(expiry, |p| p.min(expiry))
+        });
         let learned = (self.cfg.modules.is_none() && self.expected != 0)
             .then_some(self.next_module_expiry_ns);
         let silent = self.last_accept_ns.map(|t| t + self.cfg.module_timeout_ns);
@@ -522,8 +597,8 @@ impl Builder {
             .min()
     }
 
-    /// Takes one datagram: validates it, places its readouts, and emits every
-    /// event that became ready.
+    /// Takes one datagram: validates it, judges it against the timeline,
+    /// places its readouts, and emits every event that became ready.
     pub fn push(&mut self, d: Datagram<'_>, sink: &mut impl EventSink) -> Outcome {
         self.advance(d.arrival_ns, sink);
         let pkt = match packet::parse(d.payload, d.truncated, d.src, self.cfg.relaxed_ip) {
@@ -534,24 +609,80 @@ impl Builder {
             }
         };
         let m = pkt.module as usize;
-        self.modules[m].last_seen_ns = Some(self.now_ns);
-        if !self.in_sync(m, pkt.readouts, sink) {
-            return Outcome::OutOfSync;
+        let verdict = self
+            .timeline
+            .judge(m, pkt.readouts, d.payload, d.arrival_ns);
+        if self.timeline.take_changed() {
+            self.sync_timeline_counts(m);
         }
+        match verdict {
+            Verdict::Take => {}
+            Verdict::Held => return Outcome::Held,
+            Verdict::OutOfSync => return Outcome::OutOfSync,
+            Verdict::Step { held } => self.step(held, sink),
+        }
+        let dropped = self.build(m, pkt.readouts, d.arrival_ns, d.payload.len(), sink);
+        Outcome::Accepted {
+            dropped_readouts: dropped,
+        }
+    }
+
+    /// Builds the readouts of a datagram the timeline took; returns how
+    /// many were late or duplicates.
+    fn build(
+        &mut self,
+        m: usize,
+        readouts: &[Readout],
+        arrival_ns: u64,
+        len: usize,
+        sink: &mut impl EventSink,
+    ) -> u32 {
         self.hear(m);
         let mc = &mut self.stats.modules[m];
         mc.datagrams += 1;
-        mc.bytes += d.payload.len() as u64;
+        mc.bytes += len as u64;
         let mut dropped = 0;
-        for r in pkt.readouts {
-            if !self.place(m, r, d.arrival_ns, sink) {
+        for r in readouts {
+            if !self.place(m, r, arrival_ns, sink) {
                 dropped += 1;
             }
         }
         self.emit_ready(sink);
-        Outcome::Accepted {
-            dropped_readouts: dropped,
+        dropped
+    }
+
+    /// The camera's clock stepped: everything pending belongs to the old
+    /// timeline and goes out; the held datagrams of the step are built on
+    /// the new one, in the order they arrived.
+    fn step(&mut self, held: u32, sink: &mut impl EventSink) {
+        self.stats.clock_steps += 1;
+        self.flush_all(Emit::Flushed, sink);
+        self.forget_emitted();
+        for m in 0..N_MODULES {
+            self.sync_timeline_counts(m);
         }
+        for x in self.timeline.held_in_arrival_order(held) {
+            let Some((bytes, len, arrival)) = self.timeline.take_held(x) else {
+                continue;
+            };
+            let readouts =
+                <[Readout]>::ref_from_bytes(&bytes[..len]).expect("a held datagram was parsed");
+            self.build(x, readouts, arrival, len, sink);
+            self.timeline.return_held(x, bytes);
+        }
+        self.stats.held = self.timeline.n_held() as u64;
+    }
+
+    /// Copies what the timeline counted for module `m` into the stats.
+    #[inline]
+    fn sync_timeline_counts(&mut self, m: usize) {
+        let c = self.timeline.counters(m);
+        let mc = &mut self.stats.modules[m];
+        self.stats.out_of_sync += c.datagrams - mc.out_of_sync;
+        mc.out_of_sync = c.datagrams;
+        mc.out_of_sync_readouts = c.readouts;
+        mc.off_timeline = c.off_episodes;
+        self.stats.held = self.timeline.n_held() as u64;
     }
 
     /// Moves the builder's clock to `now_ns` (if later) and emits what
@@ -579,9 +710,14 @@ impl Builder {
         self.emit_ready(sink);
     }
 
-    /// Emits every pending event, oldest first (end of run).
+    /// Emits every pending event, oldest first (end of run). Datagrams
+    /// still held as suspect are counted out of sync.
     pub fn flush(&mut self, sink: &mut impl EventSink) {
         self.flush_all(Emit::Flushed, sink);
+        self.timeline.drop_all_held();
+        for m in 0..N_MODULES {
+            self.sync_timeline_counts(m);
+        }
     }
 
     /// Drops silent modules from the learned expected set.
@@ -619,55 +755,26 @@ impl Builder {
         }
     }
 
-    /// Checks the datagram against the camera's timeline; follows a camera
-    /// clock reset when most active modules agree on a new timeline.
-    fn in_sync(&mut self, m: usize, readouts: &[Readout], sink: &mut impl EventSink) -> bool {
-        let first = readouts[0].primary_ts();
-        let Some(head) = self.head_ts else {
-            self.modules[m].out_of_sync_ts = None;
-            return true;
-        };
-        let j = self.cfg.max_jump_ns;
-        if first.abs_diff(head) <= j {
-            self.modules[m].out_of_sync_ts = None;
-            return true;
+    /// The camera fell silent: the next datagram starts a new timeline.
+    fn reset_timeline(&mut self) {
+        self.last_accept_ns = None;
+        self.timeline.reset();
+        for m in 0..N_MODULES {
+            self.sync_timeline_counts(m);
         }
-        self.modules[m].out_of_sync_ts = Some(first);
-        let now = self.now_ns;
-        let active = |s: &ModuleState| {
-            s.last_seen_ns
-                .is_some_and(|t| now < t + self.cfg.module_timeout_ns)
-        };
-        let n_active = self.modules.iter().filter(|s| active(s)).count();
-        let n_agree = self
-            .modules
-            .iter()
-            .filter(|s| active(s) && s.out_of_sync_ts.is_some_and(|t| t.abs_diff(first) <= j))
-            .count();
-        if 2 * n_agree > n_active {
-            self.stats.resyncs += 1;
-            self.flush_all(Emit::Flushed, sink);
-            self.reset_timeline();
-            for s in &mut self.modules {
-                s.out_of_sync_ts = None;
-            }
-            return true;
-        }
-        self.stats.out_of_sync += 1;
-        self.stats.modules[m].out_of_sync += 1;
-        false
+        self.forget_emitted();
     }
 
-    fn reset_timeline(&mut self) {
-        self.head_ts = None;
+    /// Forgets the old timeline's emitted events: nothing on a new one is late.
+    fn forget_emitted(&mut self) {
         self.watermark = None;
-        self.last_accept_ns = None;
+        self.emitted.clear();
         for s in &mut self.modules {
             s.last_anchor = 0;
         }
     }
 
-    /// Records an accepted datagram from `m` for the expected set.
+    /// Records a datagram taken from `m` for the expected set.
     fn hear(&mut self, m: usize) {
         let now = self.now_ns;
         self.modules[m].last_heard_ns = Some(now);
@@ -690,13 +797,13 @@ impl Builder {
             Ok(pos) => pos,
             Err(insert_at) => {
                 if self.watermark.is_some_and(|w| ts <= w + self.cfg.window_ns) {
-                    self.stats.modules[m].late += 1;
+                    self.count_old(m, ts);
                     return false;
                 }
                 match self.open_slot(insert_at, ts, arrival_ns, sink) {
                     Some(pos) => pos,
                     None => {
-                        self.stats.modules[m].late += 1;
+                        self.count_old(m, ts);
                         return false;
                     }
                 }
@@ -714,11 +821,30 @@ impl Builder {
         let anchor = slot.anchor;
         self.bufs[id].fill_row(m, r);
         let st = &mut self.modules[m];
-        st.last_anchor = st.last_anchor.max(anchor);
+        if anchor > st.last_anchor {
+            st.last_anchor = anchor;
+            st.moved_on_ns = arrival_ns;
+        }
         st.hint = self.front_pos + pos as u64 + 1;
-        self.head_ts = Some(self.head_ts.map_or(ts, |h| h.max(ts)));
         self.stats.modules[m].readouts += 1;
         true
+    }
+
+    /// Counts a readout of module `m` older than the last emitted event: a
+    /// duplicate if the event it matches held the module, late otherwise.
+    fn count_old(&mut self, m: usize, ts: u64) {
+        let w = self.cfg.window_ns;
+        let i = self.emitted.partition_point(|e| e.anchor + w < ts);
+        let held = self
+            .emitted
+            .get(i)
+            .is_some_and(|e| e.anchor.abs_diff(ts) <= w && e.present & (1 << m) != 0);
+        let c = &mut self.stats.modules[m];
+        if held {
+            c.duplicate += 1;
+        } else {
+            c.late += 1;
+        }
     }
 
     /// The position of the pending slot matching `ts`, or where a new slot
@@ -788,9 +914,9 @@ impl Builder {
                 Emit::Expired
             } else if self.learning_until.is_some() {
                 break;
-            } else if covers(s.present, self.expected) {
+            } else if covers(s.present, self.waited()) {
                 Emit::Complete
-            } else if self.passed(s) {
+            } else if self.passed_at(&s).is_some_and(|t| self.now_ns >= t) {
                 Emit::Passed
             } else {
                 break;
@@ -799,17 +925,22 @@ impl Builder {
         }
     }
 
-    /// Every expected module missing from `s` has moved on to newer events.
-    fn passed(&self, s: SlotMeta) -> bool {
-        let mut missing = self.expected & !s.present;
+    /// When every waited-for module missing from `s` will have passed it:
+    /// each has delivered a readout for a newer event, and the reorder
+    /// grace since has gone by. None while one of them has not moved on.
+    fn passed_at(&self, s: &SlotMeta) -> Option<u64> {
+        let mut missing = self.waited() & !s.present;
+        let mut at = 0;
         while missing != 0 {
             let m = missing.trailing_zeros() as usize;
-            if self.modules[m].last_anchor <= s.anchor {
-                return false;
+            let st = &self.modules[m];
+            if st.last_anchor <= s.anchor {
+                return None;
             }
+            at = at.max(st.moved_on_ns.saturating_add(self.cfg.reorder_ns));
             missing &= missing - 1;
         }
-        true
+        Some(at)
     }
 
     fn flush_all(&mut self, reason: Emit, sink: &mut impl EventSink) {
@@ -829,7 +960,7 @@ impl Builder {
             buf.clear_row(m);
             absent &= absent - 1;
         }
-        let expected = self.expected;
+        let expected = self.expected & !self.timeline.off();
         let mut missing = expected & !s.present;
         while missing != 0 {
             let m = missing.trailing_zeros() as usize;
@@ -844,10 +975,18 @@ impl Builder {
         };
         self.next_event += 1;
         self.watermark = Some(self.watermark.map_or(s.anchor, |w| w.max(s.anchor)));
+        if self.emitted.len() == self.cfg.slots {
+            self.emitted.pop_front();
+        }
+        self.emitted.push_back(Emitted {
+            anchor: s.anchor,
+            present: s.present,
+        });
         let complete = covers(s.present, expected);
         let reason = if complete { Emit::Complete } else { reason };
         self.stats.emitted[reason as usize] += 1;
         self.stats.complete += complete as u64;
+        self.stats.all_modules += (s.present == u32::MAX) as u64;
         self.free.push(id as u32);
         crate::event::fence_rows();
         sink.event(Event {
@@ -865,12 +1004,14 @@ impl fmt::Display for BuilderStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "datagrams accepted {}  readouts {}  events {} (complete {}, partial {})",
+            "datagrams accepted {}  readouts {}  events {} (complete {}, partial {}); \
+             complete = every module waited for present; with all 32 modules: {}",
             self.datagrams(),
             self.readouts(),
             self.events(),
             self.complete,
-            self.partial()
+            self.partial(),
+            self.all_modules
         )?;
         write!(f, "events by reason:")?;
         for (i, r) in Emit::ALL.iter().enumerate() {
@@ -883,15 +1024,27 @@ impl fmt::Display for BuilderStats {
         }
         writeln!(
             f,
-            " out_of_sync {}  (camera clock resets followed: {})",
-            self.out_of_sync, self.resyncs
+            " out_of_sync {}  (camera clock steps followed: {})",
+            self.out_of_sync, self.clock_steps
         )?;
         writeln!(
             f,
-            "dropped readouts: late {} duplicate {}",
+            "dropped readouts: late {} duplicate {} out_of_sync {}",
             self.late(),
-            self.duplicate()
+            self.duplicate(),
+            self.out_of_sync_readouts()
         )?;
+        let off: Vec<String> = (0..N_MODULES)
+            .filter(|&m| self.modules[m].off_timeline > 0)
+            .map(|m| format!("{m} ({}×)", self.modules[m].off_timeline))
+            .collect();
+        if !off.is_empty() {
+            writeln!(
+                f,
+                "modules that went off the camera's timeline: {}",
+                off.join(", ")
+            )?;
+        }
         for (addr, n) in &self.unknown_sources {
             writeln!(f, "unknown source {addr}: {n} datagrams")?;
         }
@@ -904,17 +1057,17 @@ impl fmt::Display for BuilderStats {
         }
         writeln!(
             f,
-            "module  datagrams   readouts  missing     late      dup  refused"
+            "module  datagrams   readouts  missing     late      dup  refused  out_of_sync"
         )?;
         for (m, c) in self.modules.iter().enumerate() {
-            let refused: u64 = c.rejected.iter().sum::<u64>() + c.out_of_sync;
-            if c.datagrams + refused + c.missing == 0 {
+            let refused: u64 = c.rejected.iter().sum::<u64>();
+            if c.datagrams + refused + c.out_of_sync + c.missing == 0 {
                 continue;
             }
             writeln!(
                 f,
-                "{m:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
-                c.datagrams, c.readouts, c.missing, c.late, c.duplicate, refused
+                "{m:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12}",
+                c.datagrams, c.readouts, c.missing, c.late, c.duplicate, refused, c.out_of_sync
             )?;
         }
         Ok(())
@@ -1095,6 +1248,8 @@ mod tests {
         r.frame([0, 1, 3], 1, T0 + 40 * MS); // module 2 loses frame 1
         assert_eq!(r.out.len(), 10, "frame 1 waits: module 2 may still come");
         r.frame(0..4, 2, T0 + 80 * MS);
+        assert_eq!(r.out.len(), 10, "a swapped datagram may still come");
+        r.advance(T0 + 80 * MS + DEFAULT_REORDER_NS);
         assert_eq!(r.out.len(), 30, "module 2's frame 2 shows frame 1 is lost");
         for (i, o) in r.out[10..20].iter().enumerate() {
             assert_eq!(o.reason, Emit::Passed);
@@ -1307,11 +1462,13 @@ mod tests {
         }
         let s = r.b.stats();
         assert_eq!(s.modules[1].out_of_sync, 57);
+        assert_eq!(s.modules[1].out_of_sync_readouts, 570);
+        assert_eq!(s.modules[1].off_timeline, 1, "reported once");
         assert_eq!(
             s.modules[1].readouts, 30,
             "nothing after the restart was merged"
         );
-        assert_eq!(s.resyncs, 0, "one module of four is no camera reset");
+        assert_eq!(s.clock_steps, 0, "one module of four is no camera reset");
         assert_eq!(r.b.expected(), 0b1101);
         // The other modules' events went on: early ones waited for module 1, then complete.
         assert!(r.out.len() - before >= 10 * 50);
@@ -1343,14 +1500,19 @@ mod tests {
             r.send(m, &new(1), T0 + 80 * MS);
         }
         let s = r.b.stats();
-        assert_eq!(s.resyncs, 1);
-        // Modules 0 and 1 were out of sync before the majority agreed.
-        assert_eq!(s.out_of_sync, 2);
-        // Frame 1 of the new timeline is complete, numbering goes on.
-        let last = &r.out[r.out.len() - 10..];
+        assert_eq!(s.clock_steps, 1);
+        // Modules 0 and 1 were held until the majority agreed, then built.
+        assert_eq!(s.out_of_sync, 0);
+        assert_eq!(s.held, 0);
+        // Both frames of the new timeline are complete, numbering goes on.
+        let last = &r.out[r.out.len() - 20..];
+        let new_ts = [new(0), new(1)].concat();
         for (i, o) in last.iter().enumerate() {
             assert_eq!(o.reason, Emit::Complete);
-            assert_eq!(o.view().timestamp(), new(1)[i]);
+            assert_eq!(o.view().timestamp(), new_ts[i]);
+            for m in 0..4 {
+                assert_row(o, m, new_ts[i]);
+            }
         }
         assert_eq!(r.out.last().unwrap().view().number(), r.out.len() as u64);
     }
@@ -1361,7 +1523,7 @@ mod tests {
         r.frame([0], 0, T0);
         r.advance(T0 + 100 * MS);
         r.send(0, &[7 * MS, 8 * MS], T0 + 120 * MS);
-        assert_eq!(r.b.stats().resyncs, 1);
+        assert_eq!(r.b.stats().clock_steps, 1);
         assert_eq!(r.b.stats().out_of_sync, 0);
         r.advance(T0 + 120 * MS);
         assert_eq!(r.out.len(), 12);
@@ -1382,7 +1544,7 @@ mod tests {
             r.send(m, &later(0), T0 + 3600 * 1000 * MS);
         }
         assert_eq!(r.b.stats().out_of_sync, 0);
-        assert_eq!(r.b.stats().resyncs, 0);
+        assert_eq!(r.b.stats().clock_steps, 0);
         assert_eq!(r.out.len(), 20);
         assert!(r.out.iter().all(|o| o.reason == Emit::Complete));
     }
@@ -1476,17 +1638,17 @@ mod tests {
     fn a_full_ring_forces_out_the_oldest_event_and_memory_stays_bounded() {
         let cfg = BuilderConfig {
             modules: Some(0b11),
-            slots: 16,
+            slots: MIN_SLOTS,
             ..Default::default()
         };
         let mut r = Rig::new(cfg);
         for f in 0..10 {
             r.frame([0], f, T0 + f * MS); // module 1 never comes
         }
-        assert_eq!(r.b.pending(), 16);
-        assert_eq!(r.out.len(), 84);
+        assert_eq!(r.b.pending(), MIN_SLOTS);
+        assert_eq!(r.out.len(), 100 - MIN_SLOTS);
         assert!(r.out.iter().all(|o| o.reason == Emit::Forced));
-        assert_eq!(r.b.stats().pending_max, 16);
+        assert_eq!(r.b.stats().pending_max, MIN_SLOTS);
         let ts: Vec<u64> = r.out.iter().map(|o| o.view().timestamp()).collect();
         assert!(
             ts.windows(2).all(|w| w[0] < w[1]),
@@ -1509,6 +1671,61 @@ mod tests {
                 .iter()
                 .all(|o| o.reason == Emit::Passed && o.present == 0b10)
         );
+    }
+
+    #[test]
+    fn a_swapped_pair_within_the_grace_is_built_and_after_it_is_late() {
+        let g = DEFAULT_REORDER_NS;
+        let mut r = Rig::fixed(2);
+        r.frame(0..2, 0, T0);
+        // Module 1 sends frame 2 before frame 1, 10 µs apart: built.
+        r.send(0, &frame(1), T0 + 40 * MS);
+        r.send(1, &frame(2), T0 + 40 * MS);
+        r.send(1, &frame(1), T0 + 40 * MS + 10_000);
+        r.send(0, &frame(2), T0 + 40 * MS + 20_000);
+        assert_eq!(r.out.len(), 30);
+        assert!(r.out.iter().all(|o| o.reason == Emit::Complete));
+        // Frames 4 before 3 again, but the grace goes by in between: frame 3
+        // went out without module 1, whose frame 3 is then late.
+        r.send(0, &frame(3), T0 + 120 * MS);
+        r.send(1, &frame(4), T0 + 120 * MS);
+        r.advance(T0 + 120 * MS + g);
+        assert_eq!(r.out.len(), 40);
+        assert!(r.out[30..].iter().all(|o| o.reason == Emit::Passed));
+        r.send(1, &frame(3), T0 + 120 * MS + g + 1);
+        assert_eq!(r.b.stats().modules[1].late, 10);
+        assert_eq!(r.b.stats().modules[1].out_of_sync, 0);
+    }
+
+    #[test]
+    fn a_copy_of_a_datagram_already_built_is_a_duplicate_not_late() {
+        let mut r = Rig::fixed(2);
+        r.frame(0..2, 0, T0);
+        r.frame(0..2, 1, T0 + 40 * MS);
+        assert_eq!(r.out.len(), 20);
+        // A copy of frame 0 from module 0, long after frame 0 went out.
+        r.send(0, &frame(0), T0 + 60 * MS);
+        let s = r.b.stats();
+        assert_eq!((s.modules[0].duplicate, s.modules[0].late), (10, 0));
+        assert_eq!(r.out.len(), 20, "no new event");
+    }
+
+    #[test]
+    fn a_stray_far_ahead_blacks_nothing_out() {
+        // Before: its slots expired and moved the timeline 8 s ahead, so
+        // every readout after it was late for 8 s.
+        let mut r = Rig::fixed(4);
+        r.frame(0..4, 0, T0);
+        r.send(1, &frame(200), T0 + 10 * MS);
+        for f in 1..10 {
+            r.frame(0..4, f, T0 + f * 40 * MS);
+        }
+        r.advance(T0 + 2000 * MS);
+        assert_eq!(r.out.len(), 100);
+        assert!(r.out.iter().all(|o| o.reason == Emit::Complete));
+        let s = r.b.stats();
+        assert_eq!((s.out_of_sync, s.modules[1].out_of_sync_readouts), (1, 10));
+        assert_eq!((s.late(), s.duplicate()), (0, 0));
     }
 
     #[test]
