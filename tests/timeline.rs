@@ -380,6 +380,47 @@ fn a_stalled_daemon_builds_its_backlog_whole_and_in_order() {
 }
 
 #[test]
+fn a_flood_whose_modules_send_a_batch_each_in_turn_is_built_whole() {
+    // A flood sends each module's batch of 64 datagrams in turn: module 1's
+    // first datagram arrives 63 frames behind module 0's newest. Taken for
+    // a clock fault, this cost 930 of 32 000 datagrams; the events it
+    // belongs to are still waiting for it, so it is in time.
+    const FRAMES: u64 = 300;
+    let mut d = Ssdaqd::start(&["--hwm", "20000"]);
+    let mut sub = d.subscribe();
+    let out = Command::new(bin("tm-ss-sim"))
+        .args([
+            &d.port.to_string(),
+            "localhost",
+            "--modules",
+            "32",
+            "--flood",
+        ])
+        .args(["--count", &FRAMES.to_string(), "--batch", "64"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = drain(&mut sub);
+    let s = d.stop_stats();
+    assert_eq!(s["kernel_drops"], 0, "{s:?}");
+    assert_eq!(
+        (s["out_of_sync"], s["late"], s["held"]),
+        (0, 0, 0),
+        "nothing judged off the timeline: {s:?}"
+    );
+    assert_eq!(
+        (s["events"], s["all_modules"]),
+        (FRAMES * 10, FRAMES * 10),
+        "{s:?}"
+    );
+    assert_eq!(events.len() as u64, FRAMES * 10);
+}
+
+#[test]
 fn a_paused_subscriber_s_misses_are_a_lower_bound_and_the_daemon_says_so() {
     // Before: `sent 50000 hwm_drops 1` against 11 530 missed, read as exact.
     const FRAMES: u64 = 1000;

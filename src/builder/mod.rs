@@ -609,9 +609,14 @@ impl Builder {
             }
         };
         let m = pkt.module as usize;
+        let pending_from = self.order.front().map(|&id| {
+            self.meta[id as usize]
+                .anchor
+                .saturating_sub(self.cfg.window_ns)
+        });
         let verdict = self
             .timeline
-            .judge(m, pkt.readouts, d.payload, d.arrival_ns);
+            .judge(m, pkt.readouts, d.payload, d.arrival_ns, pending_from);
         if self.timeline.take_changed() {
             self.sync_timeline_counts(m);
         }

@@ -27,8 +27,11 @@
 //!    first datagram) is taken if it lies within one period of `C`: its
 //!    first timestamp no more than a period ahead of `C` (moved on by the
 //!    arrival time since, so a camera-wide gap in the data is no jump) and
-//!    its last no more than a period behind. A module with nobody to agree
-//!    with is taken as it is (the first module of a run).
+//!    its last no more than a period behind — or behind, but no older than
+//!    the oldest event the builder still holds: it fills events that are
+//!    waiting for it (modules that join a flood one after another, each a
+//!    batch behind the first). A module with nobody to agree with is taken
+//!    as it is (the first module of a run).
 //! 3. **Otherwise it is suspect**, and held (a copy, one per module):
 //!    * the module's next datagram back in line shows it was a stray: it is
 //!      counted out of sync (datagram and readouts) and nothing else moved;
@@ -241,8 +244,18 @@ impl Timeline {
     }
 
     /// Judges one datagram of module `m` (readouts `rs`, already checked by
-    /// `packet::parse`, bytes `payload`) arriving at `arrival`.
-    pub fn judge(&mut self, m: usize, rs: &[Readout], payload: &[u8], arrival: u64) -> Verdict {
+    /// `packet::parse`, bytes `payload`) arriving at `arrival`. `pending_from`
+    /// is the oldest primary timestamp the builder still holds an event for
+    /// (None if it holds none): a datagram from there on fills events still
+    /// waiting, so it is not judged behind the camera (rule 2).
+    pub fn judge(
+        &mut self,
+        m: usize,
+        rs: &[Readout],
+        payload: &[u8],
+        arrival: u64,
+        pending_from: Option<u64>,
+    ) -> Verdict {
         self.seen[m] = Some(arrival);
         let bit = 1u32 << m;
         // The common case, every datagram of a healthy camera: the next one
@@ -292,7 +305,8 @@ impl Timeline {
         let ahead_limit = camera.last.saturating_add(moved_on);
         let in_line = d.first <= ahead_limit.saturating_add(tol)
             && d.last <= ahead_limit.saturating_add(2 * tol)
-            && d.last.saturating_add(tol) >= camera.last;
+            && (d.last.saturating_add(tol) >= camera.last
+                || pending_from.is_some_and(|p| d.first >= p));
         if in_line {
             self.drop_held(m);
             self.off &= !bit;
@@ -563,7 +577,7 @@ mod tests {
 
     fn judge(t: &mut Timeline, m: usize, f: u64, shift: i64, at: u64) -> Verdict {
         let rs = frame(f, shift);
-        t.judge(m, &rs, rs.as_bytes(), at)
+        t.judge(m, &rs, rs.as_bytes(), at, None)
     }
 
     fn timeline() -> Timeline {
@@ -577,6 +591,40 @@ mod tests {
                 assert_eq!(judge(t, m, f, 0, T0 + f * P + m as u64), Verdict::Take);
             }
         }
+    }
+
+    #[test]
+    fn a_module_a_batch_behind_is_taken_while_its_events_wait() {
+        // A flood sends each module's batch of 64 frames in turn, within
+        // microseconds: module 4 starts 63 frames behind modules 0..3.
+        let mut t = timeline();
+        let at = T0;
+        for m in 0..4 {
+            for f in 0..64 {
+                // Frame 0's events wait, as they would in the builder.
+                let rs = frame(f, 0);
+                let v = t.judge(m, &rs, rs.as_bytes(), at + f, Some(T0));
+                assert_eq!(v, Verdict::Take);
+            }
+        }
+        // With no event waiting for it, module 4's first datagram is behind
+        // the camera; so it is if it is older than the oldest waiting one.
+        let rs = frame(0, 0);
+        assert_eq!(
+            t.judge(4, &rs, rs.as_bytes(), at + 100, None),
+            Verdict::Held
+        );
+        let later = Some(T0 + P);
+        assert_eq!(
+            t.judge(5, &rs, rs.as_bytes(), at + 101, later),
+            Verdict::Held
+        );
+        // While the events of frame 0 wait for it, it fills them.
+        let waiting = Some(T0);
+        assert_eq!(
+            t.judge(6, &rs, rs.as_bytes(), at + 102, waiting),
+            Verdict::Take
+        );
     }
 
     #[test]
