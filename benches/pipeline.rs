@@ -847,7 +847,12 @@ fn kernel_floor(rate: f64, secs: f64) -> (f64, f64, f64) {
     });
     sender.join().unwrap();
     waits.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| waits.get(((waits.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
+    let q = |p: f64| {
+        waits
+            .get(((waits.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     (q(0.5), q(0.99), waits.last().copied().unwrap_or(f64::NAN))
 }
 

@@ -82,7 +82,7 @@ struct Cli {
     /// Wait for exactly these modules (e.g. 0-31) instead of learning them.
     #[arg(long, value_name = "SET", value_parser = parse_module_set)]
     modules: Option<u32>,
-    /// Event slots: the most events that can be pending at once.
+    /// Event slots: the most events that can be pending at once (64..=65536).
     #[arg(long, default_value_t = 1024)]
     slots: usize,
     /// A module's datagram arriving this long after its successor is still
