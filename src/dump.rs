@@ -468,9 +468,21 @@ impl Plan {
             })?;
         // Held until the file is closed, truncated to its length: a reader
         // that mapped it at its preallocated size would fault (SIGBUS) on
-        // the part cut off, so readers refuse a locked file. Best effort.
+        // the part cut off, so readers refuse a locked file, and one that
+        // cannot be locked: a dump needs a filesystem with locks.
         // SAFETY: flock on our own, open descriptor; it changes no memory.
-        let _ = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            let _ = std::fs::remove_file(&path);
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot lock {} ({e}): a dump needs a filesystem with flock, \
+                     so that readers can tell a file still being written",
+                    path.display()
+                ),
+            ));
+        }
         let map = Mapping::new(&file, self.max_file_size)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot map {}: {e}", path.display())))?;
         let f = DumpFile {
@@ -1055,6 +1067,12 @@ pub enum DumpError {
     BeingWritten {
         path: PathBuf,
     },
+    /// Its lock cannot be taken (the filesystem has no `flock`), so
+    /// nothing shows that no ssdaqd is writing it: it is not mapped.
+    Unlockable {
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl std::fmt::Display for DumpError {
@@ -1081,6 +1099,12 @@ impl std::fmt::Display for DumpError {
                 f,
                 "{}: a running ssdaqd is writing this file; it can be read once closed \
                  (when the dump moves to its next file, or ssdaqd stops)",
+                path.display()
+            ),
+            DumpError::Unlockable { path, source } => write!(
+                f,
+                "{}: cannot take the file's lock ({source}), so nothing shows that no ssdaqd \
+                 is still writing it; copy it to a local filesystem and read the copy",
                 path.display()
             ),
         }
@@ -1167,7 +1191,9 @@ impl Dump {
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 return Err(DumpError::BeingWritten { path });
             }
-            // Locks not supported here: read without.
+            // Mapping a file that may still be written (and truncated) could
+            // kill the reader with SIGBUS: refuse.
+            return Err(DumpError::Unlockable { path, source: e });
         }
         let len = file.metadata().map_err(io_err)?.len();
         if len == 0 {

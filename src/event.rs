@@ -52,18 +52,14 @@ pub fn adc_to_mv(raw: u16) -> f64 {
 /// one IEEE multiplication either way).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64; 32]) {
+fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut MvHalf) {
     use std::arch::x86_64::*;
-    let out = dst.as_mut_ptr().cast::<f64>();
-    // Halves of event rows start 16-byte aligned (asserted beside EventBuf):
-    // what the non-temporal store needs.
-    debug_assert!(out as usize % 16 == 0, "mV row not 16-byte aligned");
+    let out = dst.0.as_mut_ptr().cast::<f64>();
     let input = src.as_ptr().cast::<__m128i>();
     // SAFETY: SSE2 is part of the x86-64 baseline. `input` covers the 64
     // bytes of `src` (4 unaligned 16-byte loads); `out` covers the 256
-    // bytes of `dst` (16 aligned 16-byte stores: `dst` is half of a row of
-    // an EventBuf, 16-byte aligned as asserted beside it), which we borrow
-    // mutably.
+    // bytes of `dst`, which we borrow mutably: 16 aligned 16-byte stores,
+    // aligned because `MvHalf` is `repr(align(16))`.
     unsafe {
         let flip = _mm_set1_epi16(0x8000u16 as i16);
         let zero = _mm_setzero_si128();
@@ -91,12 +87,12 @@ fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64
 /// inlined in the daemon's build and cost 40 % of a drain: measured).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64; 32]) {
+fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut MvHalf) {
     let mut mv = [0f64; 32];
     for (out, raw) in mv.iter_mut().zip(src) {
         *out = (raw.get() ^ 0x8000) as f64 * MV_PER_COUNT;
     }
-    dst.as_mut_bytes().copy_from_slice(mv.as_bytes());
+    dst.0.as_mut_bytes().copy_from_slice(mv.as_bytes());
 }
 
 /// Makes the rows this thread has written visible to other threads.
@@ -106,7 +102,7 @@ fn convert_half(src: &[zerocopy::byteorder::big_endian::U16; 32], dst: &mut [F64
 /// So the thread that filled rows calls this before any other thread may
 /// read them: before an event leaves the builder (the builder does, once
 /// per event), and before it hands the builder to another thread (the
-/// pipeline does, before it releases the assembly).
+/// pipeline's lock on the assembly does when it lets go of it).
 #[inline]
 pub fn fence_rows() {
     #[cfg(target_arch = "x86_64")]
@@ -207,25 +203,25 @@ pub struct WireV2 {
 const _: () = assert!(V1_LEN == 16_920);
 const _: () = assert!(V2_LEN == 16_416);
 
+/// Half a module's row of mV: 32 values, 16-byte aligned by its type, which
+/// is what `convert_half`'s aligned non-temporal stores need.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C, align(16))]
+struct MvHalf([F64; N_PIXELS / 2]);
+
 /// Where an event is assembled: both wire formats are slices of it.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C, align(32))]
 pub struct EventBuf {
     head: [U64; 4],
-    mv: [[F64; N_PIXELS]; N_MODULES],
+    mv: [[MvHalf; 2]; N_MODULES],
     ts: [[U64; 2]; N_MODULES],
 }
 
 const V1_OFFSET: usize = 8;
+// The alignment adds no padding: the layout is the wire formats'.
+const _: () = assert!(std::mem::size_of::<MvHalf>() == 8 * N_PIXELS / 2);
 const _: () = assert!(std::mem::size_of::<EventBuf>() == V1_OFFSET + V1_LEN);
-// Every half row of mV (32 values, 256 bytes) starts 16-byte aligned: the
-// buffer is, its rows start at a multiple of 16 and are 512 bytes long.
-// (`fill_row` writes them with aligned non-temporal stores.)
-const _: () = assert!(
-    std::mem::align_of::<EventBuf>() % 16 == 0
-        && std::mem::offset_of!(EventBuf, mv) % 16 == 0
-        && std::mem::size_of::<[F64; N_PIXELS]>() % 32 == 0
-);
 
 /// The header fields of one event, filled in when it is emitted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -250,22 +246,29 @@ impl EventBuf {
     #[inline]
     pub fn fill_row(&mut self, module: usize, r: &Readout) {
         let (lo, hi) = r.adc_halves();
-        let row = &mut self.mv[module];
-        convert_half(lo, (&mut row[..32]).try_into().expect("32 pixels"));
-        convert_half(hi, (&mut row[32..]).try_into().expect("32 pixels"));
+        let [row_lo, row_hi] = &mut self.mv[module];
+        convert_half(lo, row_lo);
+        convert_half(hi, row_hi);
         self.ts[module] = [U64::new(r.primary_ts()), U64::new(r.aux_ts())];
     }
 
     /// Marks `module` missing: NaN row, zero timestamps (PROTOCOL.md §4).
     #[inline]
     pub fn clear_row(&mut self, module: usize) {
-        self.mv[module] = [F64::new(f64::NAN); N_PIXELS];
+        self.mv[module] = [
+            MvHalf([F64::new(f64::NAN); N_PIXELS / 2]),
+            MvHalf([F64::new(f64::NAN); N_PIXELS / 2]),
+        ];
         self.ts[module] = [U64::ZERO; 2];
     }
 
     /// The mV row of `module`.
     pub fn row(&self, module: usize) -> [f64; N_PIXELS] {
-        self.mv[module].map(|v| v.get())
+        let [lo, hi] = &self.mv[module];
+        std::array::from_fn(|p| {
+            let half = if p < N_PIXELS / 2 { lo } else { hi };
+            half.0[p % (N_PIXELS / 2)].get()
+        })
     }
 
     /// Primary timestamp stored for `module` (zero if missing).

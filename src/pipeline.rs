@@ -266,8 +266,39 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Assembly> {
-        self.asm.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Takes the assembly, waiting for the other stage to let go of it.
+    fn lock(&self) -> Locked<'_> {
+        Locked(self.asm.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Takes the assembly if the other stage does not hold it.
+    fn try_lock(&self) -> Option<Locked<'_>> {
+        self.asm.try_lock().ok().map(Locked)
+    }
+}
+
+/// The assembly, held by one stage. Letting go of it fences the event rows
+/// this thread wrote (they may be non-temporal stores, `event::fence_rows`),
+/// so the stage that takes it next sees them whole: no caller has to
+/// remember to.
+struct Locked<'a>(MutexGuard<'a, Assembly>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Assembly;
+    fn deref(&self) -> &Assembly {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Assembly {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        crate::event::fence_rows();
     }
 }
 
@@ -941,7 +972,7 @@ impl RecvStage {
             let light = n < BATCH && !load.heavy();
             let due = !busy_poll || n > 0 || now >= shared.next_wake.load(Ordering::Relaxed);
             let inline = if idle && light && due {
-                shared.asm.try_lock().ok()
+                shared.try_lock()
             } else {
                 None
             };
@@ -960,8 +991,6 @@ impl RecvStage {
                     shared.fence.store(t, Ordering::Release);
                 }
                 asm.housekeeping(caught_up, shared);
-                // The build stage may take the assembly next.
-                crate::event::fence_rows();
             } else if n > 0 {
                 // The whole batch is made visible with one store of the
                 // queue's shared index, so the cache line holding it moves
@@ -1045,7 +1074,6 @@ fn build_stage(
                 return;
             }
             // The receive stage may take the assembly next.
-            crate::event::fence_rows();
             drop(asm);
             // Under load the next batch is due within tens of µs: wait for it
             // awake, so the receive stage's hand-over needs no wake-up call

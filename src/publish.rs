@@ -265,11 +265,22 @@ impl Publisher {
         };
         ev.swap_buf(&mut buf);
         let bytes = buf.encode(self.format, &ev.header);
-        let (data, len) = (bytes.as_ptr().cast_mut().cast::<c_void>(), bytes.len());
+        let len = bytes.len();
+        assert_eq!(
+            bytes.as_ptr() as usize - (&*buf as *const EventBuf as usize),
+            self.lending.offset,
+            "the message starts at the format's offset in the buffer"
+        );
+        // The pointer lent to libzmq is derived from `into_raw`, after the
+        // last borrow of `buf`: it carries the whole buffer's provenance, so
+        // `give_back` may rebuild the Box from it.
+        let raw = Box::into_raw(buf);
+        // SAFETY: `lending.offset` is where `encode` put the message inside
+        // the EventBuf (checked above), so the offset stays in the allocation.
+        let data = unsafe { raw.cast::<u8>().add(self.lending.offset) }.cast::<c_void>();
         let hint = (&*self.lending as *const Lending)
             .cast_mut()
             .cast::<c_void>();
-        let _ = Box::into_raw(buf);
         let mut msg = MaybeUninit::<zmq_sys::zmq_msg_t>::uninit();
         // SAFETY: `data..data+len` lies inside the buffer just leaked, which
         // nothing touches until libzmq calls `give_back` with `hint`, a
