@@ -8,8 +8,9 @@
 //! TM 0..31 ─UDP─▶ recv ─▶ builder ─▶ publish ─ZMQ PUB─▶ listen (Rust, Python)
 //! ```
 //!
-//! * [`packet`]: the wire layout of a readout, validation, module numbering;
-//! * [`event`]: ADC → mV and the published wire formats v1/v2;
+//! * [`packet`]: the wire layout of a readout, validation, module numbering
+//!   (re-exported from the protocol crate `ssdaq_wire`, with the formats);
+//! * [`event`]: the buffer an event is assembled in, both wire formats at once;
 //! * [`builder`]: the timestamp-indexed ring of event slots;
 //! * [`recv`]: UDP receive (io_uring multishot, recvmmsg fallback);
 //! * [`publish`] / [`listen`]: the ZeroMQ publisher and subscriber API;
@@ -25,13 +26,14 @@
 compile_error!("ssdaq assumes a little-endian host");
 
 pub mod builder;
+pub mod cli;
 pub mod clock;
 pub mod cores;
 pub mod dump;
 pub mod event;
 pub mod listen;
 pub mod metrics;
-pub mod packet;
+pub use ssdaq_wire::packet;
 pub mod pipeline;
 pub mod publish;
 pub mod recv;

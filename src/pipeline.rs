@@ -157,17 +157,29 @@ impl Default for DaemonConfig {
 }
 
 /// The pipeline's two stages.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     Receive,
     Build,
 }
 
 impl Stage {
-    fn name(self) -> &'static str {
+    /// The stage's name: `receive` or `build`.
+    pub const fn name(self) -> &'static str {
         match self {
             Stage::Receive => "receive",
             Stage::Build => "build",
+        }
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Stage, String> {
+        match s {
+            "receive" => Ok(Stage::Receive),
+            "build" => Ok(Stage::Build),
+            _ => Err(format!("no stage {s:?} (receive, build)")),
         }
     }
 }
@@ -628,17 +640,19 @@ impl Daemon {
     /// Binds the socket and the publisher, then starts both stages. Errors
     /// are about the environment (port in use, bad endpoint) and say so.
     pub fn start(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<Daemon, StartError> {
-        cfg.builder.validate().map_err(StartError::Config)?;
+        cfg.builder
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
         if !cfg.buffers.is_power_of_two() || !(BATCH..=recv::MAX_BUFFERS).contains(&cfg.buffers) {
             return Err(StartError::Config(format!(
-                "--buffers must be a power of two from {BATCH} to {}, not {}",
+                "buffers must be a power of two from {BATCH} to {}, not {}",
                 recv::MAX_BUFFERS,
                 cfg.buffers
             )));
         }
         if !(1..=crate::publish::MAX_HWM).contains(&cfg.hwm) {
             return Err(StartError::Config(format!(
-                "--hwm must be 1..={}, not {}",
+                "hwm must be 1..={}, not {}",
                 crate::publish::MAX_HWM,
                 cfg.hwm
             )));

@@ -26,10 +26,9 @@ pub fn recorded_settings(dump: &Dump) -> Result<(BuilderConfig, Format), String>
     let mut format = Format::V1;
     for (k, v) in &dump.info().info {
         if k == "format" {
-            format = match v.as_str() {
-                "v2" => Format::V2,
-                _ => Format::V1,
-            };
+            format = v
+                .parse()
+                .map_err(|e| format!("{}: header: {e}", dump.path().display()))?;
         } else {
             cfg.set_pair(k, v)
                 .map_err(|e| format!("{}: header: {e}", dump.path().display()))?;

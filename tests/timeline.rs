@@ -95,10 +95,14 @@ fn check_events(events: &[Vec<u8>], frames: u64, expected: impl Fn(u64) -> u32) 
 
 const ALL: u32 = u32::MAX;
 
+/// Queues deep enough that a subscriber reading only after the run (as
+/// `drain` does) misses nothing however slowly a loaded machine lets it run.
+const DEEP: &[&str] = &["--hwm", "20000"];
+
 #[test]
 fn one_stray_datagram_costs_only_itself() {
     // Before: a datagram stamped 8 s ahead blacked out the camera for 8 s.
-    let mut d = Ssdaqd::start(&[]);
+    let mut d = Ssdaqd::start(DEEP);
     let mut sub = d.subscribe();
     let sim = simulate(d.port, 400, &["--stray".into(), "1@0.8:8000000000".into()]);
     assert_eq!(sim_fault(&sim, "strays"), 1, "{sim}");
@@ -119,7 +123,7 @@ fn one_stray_datagram_costs_only_itself() {
 
     // The same from a stray host, 127.0.0.1 (the last-octet rule takes it
     // for module 1), between two frames of a camera sending by hand.
-    let mut d = Ssdaqd::start(&[]);
+    let mut d = Ssdaqd::start(DEEP);
     let mut sub = d.subscribe();
     let cam = Camera::new(32, d.port);
     for f in 0..40 {
@@ -186,7 +190,7 @@ fn a_module_whose_clock_jumps_costs_only_its_own_datagrams_and_is_reported_once(
         .into_iter()
         .map(|(name, faults, lost)| {
             std::thread::spawn(move || {
-                let mut d = Ssdaqd::start(&[]);
+                let mut d = Ssdaqd::start(DEEP);
                 let mut sub = d.subscribe();
                 simulate(d.port, FRAMES, &faults);
                 let events = drain(&mut sub);
@@ -236,7 +240,7 @@ fn a_camera_wide_clock_step_is_followed_and_loses_nothing() {
         .into_iter()
         .map(|delta| {
             std::thread::spawn(move || {
-                let mut d = Ssdaqd::start(&[]);
+                let mut d = Ssdaqd::start(DEEP);
                 let mut sub = d.subscribe();
                 let faults: Vec<String> = (0..32)
                     .flat_map(|m| ["--ts-jump".to_string(), format!("{m}:100:{delta}")])
@@ -277,7 +281,7 @@ fn reordered_and_duplicated_datagrams_are_all_built_and_duplicates_counted_as_su
     // can be descheduled between the two datagrams of a pair (measured up to
     // 8 ms); a later swap would rightly count as late. The default is
     // checked in the builder's own tests.
-    const GRACE: &[&str] = &["--reorder-ns", "20000000"];
+    const GRACE: &[&str] = &["--reorder-ns", "20000000", "--hwm", "20000"];
     let mut d = Ssdaqd::start(GRACE);
     let mut sub = d.subscribe();
     let sim = simulate(

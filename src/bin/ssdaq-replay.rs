@@ -11,9 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use ssdaq::builder::{Builder, Event, EventSink, parse_module_set};
+use ssdaq::builder::{Builder, Event, EventSink};
+use ssdaq::cli::{self, BuilderArgs};
 use ssdaq::dump::{self, Dump};
 use ssdaq::event::Format;
 use ssdaq::publish::{self, Publisher};
@@ -46,20 +49,11 @@ struct Cli {
     #[arg(long, default_value = "max", value_parser = parse_speed)]
     speed: Speed,
     /// Wire format (default: as recorded).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = cli::format_parser())]
     format: Option<Format>,
-    #[arg(long)]
-    window_ns: Option<u64>,
-    #[arg(long)]
-    timeout_ms: Option<u64>,
-    #[arg(long, value_name = "SECONDS")]
-    module_timeout: Option<f64>,
-    #[arg(long, value_name = "SET", value_parser = parse_module_set)]
-    modules: Option<u32>,
-    #[arg(short = 'r', long)]
-    relaxed_ip: bool,
-    #[arg(long)]
-    run_number: Option<u64>,
+    /// The builder's settings (default: as recorded in the dump).
+    #[command(flatten)]
+    build: BuilderArgs,
 }
 
 /// How fast to replay: as fast as possible, or the recorded pace sped up.
@@ -103,40 +97,49 @@ impl EventSink for Sinks {
     }
 }
 
-fn main() {
+/// Why a replay did not run to its end: a bad flag (exit 2) or a file (exit 1).
+enum Failure {
+    Usage(String),
+    Run(String),
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("ssdaq-replay: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(msg)) => {
+            eprintln!("ssdaq-replay: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
     let (dumps, errors) = dump::open_set(&cli.dumps);
     for e in &errors {
         eprintln!("ssdaq-replay: {e}");
     }
     if dumps.is_empty() {
-        eprintln!("ssdaq-replay: nothing could be read");
-        std::process::exit(1);
+        return Err(Failure::Run("nothing could be read".into()));
     }
     if cli.info {
         for d in &dumps {
             print_info(d);
         }
-        print!("{}", replay::survey(&dumps, cli.relaxed_ip));
-        return;
+        print!("{}", replay::survey(&dumps, cli.build.relaxed_ip));
+        return Ok(());
     }
-    let (mut cfg, recorded_format) = match replay::recorded_settings(&dumps[0]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ssdaq-replay: {e}; using the defaults");
-            Default::default()
-        }
-    };
-    override_settings(&cli, &mut cfg);
-    if let Err(e) = cfg.validate() {
-        eprintln!("ssdaq-replay: {e}");
-        std::process::exit(2);
-    }
+    let (recorded, recorded_format) = replay::recorded_settings(&dumps[0]).map_err(Failure::Run)?;
+    let cfg = cli.build.apply(recorded).map_err(Failure::Usage)?;
     let format = cli.format.unwrap_or(recorded_format);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -149,27 +152,14 @@ fn main() {
         out_error: None,
     };
     if let Some(ep) = &cli.pub_endpoint {
-        match Publisher::bind(ep, format, publish::DEFAULT_HWM) {
-            Ok(p) => sinks.publisher = Some(p),
-            Err(e) => {
-                eprintln!("ssdaq-replay: {e}");
-                std::process::exit(1);
-            }
-        }
-        wait_for_subscribers(
-            sinks.publisher.as_mut().unwrap(),
-            cli.wait_subscribers,
-            &stop,
-        );
+        let p = Publisher::bind(ep, format, publish::DEFAULT_HWM)
+            .map_err(|e| Failure::Run(e.to_string()))?;
+        wait_for_subscribers(sinks.publisher.insert(p), cli.wait_subscribers, &stop);
     }
     if let Some(path) = &cli.out {
-        match File::create(path) {
-            Ok(f) => sinks.out = Some((BufWriter::with_capacity(1 << 20, f), path.clone())),
-            Err(e) => {
-                eprintln!("ssdaq-replay: cannot create {}: {e}", path.display());
-                std::process::exit(1);
-            }
-        }
+        let f = File::create(path)
+            .map_err(|e| Failure::Run(format!("cannot create {}: {e}", path.display())))?;
+        sinks.out = Some((BufWriter::with_capacity(1 << 20, f), path.clone()));
     }
 
     let total: u64 = dumps.iter().map(Dump::len).sum();
@@ -195,9 +185,10 @@ fn main() {
     });
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
+    let mut write_error = None;
     if let Some((mut w, path)) = sinks.out.take() {
         if let Some(e) = sinks.out_error.take().or_else(|| w.flush().err()) {
-            eprintln!("ssdaq-replay: writing {}: {e}", path.display());
+            write_error = Some(format!("writing {}: {e}", path.display()));
         }
     }
     eprint!("{stats}");
@@ -210,27 +201,7 @@ fn main() {
         stats.bytes as f64 / elapsed / 1e6,
         stats.records as f64 / elapsed
     );
-}
-
-fn override_settings(cli: &Cli, cfg: &mut ssdaq::builder::BuilderConfig) {
-    if let Some(v) = cli.window_ns {
-        cfg.window_ns = v;
-    }
-    if let Some(v) = cli.timeout_ms {
-        cfg.timeout_ns = v.saturating_mul(1_000_000);
-    }
-    if let Some(v) = cli.module_timeout {
-        cfg.module_timeout_ns = (v.max(0.0) * 1e9) as u64;
-    }
-    if cli.modules.is_some() {
-        cfg.modules = cli.modules;
-    }
-    if cli.relaxed_ip {
-        cfg.relaxed_ip = true;
-    }
-    if let Some(v) = cli.run_number {
-        cfg.run_number = v;
-    }
+    write_error.map_or(Ok(()), |e| Err(Failure::Run(e)))
 }
 
 fn wait_for_subscribers(p: &mut Publisher, n: i64, stop: &AtomicBool) {

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::process::ExitCode;
+
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser};
-use ssdaq::builder::{BuilderConfig, format_module_set, parse_module_set};
+use ssdaq::builder::{BuilderConfig, format_module_set};
+use ssdaq::cli::{self, BuilderArgs};
 use ssdaq::dump::DumpConfig;
 use ssdaq::event::Format;
 use ssdaq::listen::EventListener;
-use ssdaq::pipeline::{Daemon, DaemonConfig};
+use ssdaq::pipeline::{Daemon, DaemonConfig, Stage};
 use ssdaq::publish;
 use ssdaq::recv::IoMode;
 use tracing::{error, info};
@@ -43,7 +46,7 @@ struct Cli {
     #[arg(long = "pub", value_name = "ENDPOINT", conflicts_with = "pub_port")]
     pub_endpoint: Option<String>,
     /// Wire format of published events (PROTOCOL.md §4 / §5).
-    #[arg(long, value_enum, default_value_t = Format::V1)]
+    #[arg(long, value_parser = cli::format_parser(), default_value = "v1")]
     format: Format,
     /// Events queued per subscriber before it misses events (1..=100000;
     /// each queued v1 event holds 16.9 KB).
@@ -53,12 +56,6 @@ struct Cli {
     /// Pin the receive stage to core A and the build stage to core B.
     #[arg(long, value_name = "A,B", value_parser = parse_cores)]
     cores: Option<(usize, usize)>,
-    /// Fold out-of-range module numbers % 32 instead of refusing them.
-    #[arg(short = 'r', long)]
-    relaxed_ip: bool,
-    /// Run number written into every event.
-    #[arg(long, default_value_t = 0)]
-    run_number: u64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(
         short = 'V',
@@ -68,47 +65,27 @@ struct Cli {
     )]
     verbose: tracing::Level,
     /// Receive backend.
-    #[arg(long, value_enum, default_value_t = IoMode::Auto)]
+    #[arg(long, value_parser = cli::io_parser(), default_value = "auto")]
     io: IoMode,
-    /// Readouts whose primary timestamps differ by at most this are one event.
-    #[arg(long, default_value_t = 10_000)]
-    window_ns: u64,
-    /// Emit an incomplete event this long after its first readout arrived.
-    #[arg(long, default_value_t = 100)]
-    timeout_ms: u64,
-    /// Stop waiting for a module silent this long.
-    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
-    module_timeout: f64,
-    /// Wait for exactly these modules (e.g. 0-31) instead of learning them.
-    #[arg(long, value_name = "SET", value_parser = parse_module_set)]
-    modules: Option<u32>,
-    /// Event slots: the most events that can be pending at once (64..=65536).
-    #[arg(long, default_value_t = 1024)]
-    slots: usize,
-    /// A module's datagram arriving this long after its successor is still
-    /// built; a lost datagram is known lost only this long after the next.
-    #[arg(long, value_name = "NS", default_value_t = ssdaq::builder::DEFAULT_REORDER_NS)]
-    reorder_ns: u64,
     /// Socket receive buffer to ask the kernel for (e.g. 64M).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     rcvbuf: u64,
-    /// Packet buffers shared by the stages: a power of two, 64..=32768
-    /// (docs/performance.md: why 512).
+    /// Packet buffers shared by the stages: a power of two, 64..=32768.
     #[arg(long, default_value_t = 512, value_parser = parse_buffers)]
     buffers: usize,
     /// Seconds between status lines (0: none).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    status: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = cli::seconds)]
+    status: Duration,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = cli::seconds)]
+    duration: Option<Duration>,
     /// Poll the socket instead of sleeping: the lowest latency at the cost of
     /// a whole core (use with --cores). Off: the daemon idles near 0 % CPU.
     #[arg(long)]
     busy_poll: bool,
     /// Fault injection for tests: make this stage panic on its first batch.
-    #[arg(long, value_enum, value_name = "STAGE", hide = true)]
-    inject_panic: Option<ssdaq::pipeline::Stage>,
+    #[arg(long, value_name = "STAGE", hide = true, value_parser = parse_stage)]
+    inject_panic: Option<Stage>,
     /// Record every datagram in a raw dump: a file to create, or a directory.
     #[arg(long, value_name = "PATH_OR_DIR")]
     dump: Option<std::path::PathBuf>,
@@ -124,6 +101,12 @@ struct Cli {
     /// Print version.
     #[arg(long, action = ArgAction::Version)]
     version: Option<bool>,
+    #[command(flatten)]
+    build: BuilderArgs,
+}
+
+fn parse_stage(s: &str) -> Result<Stage, String> {
+    s.parse()
 }
 
 fn parse_buffers(s: &str) -> Result<usize, String> {
@@ -166,30 +149,17 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).filter(|&n| n > 0).ok_or_else(bad)
 }
 
-fn seconds(flag: &str, s: f64) -> Duration {
-    Duration::try_from_secs_f64(s)
-        .unwrap_or_else(|_| usage(&format!("{flag} must be a non-negative number of seconds")))
+/// Why ssdaqd did not run: a flag to fix (exit 2) or the environment (exit 1).
+enum Failure {
+    Usage(String),
+    Run(String),
 }
 
-/// Exits like clap does for a bad flag: message and status 2.
-fn usage(msg: &str) -> ! {
-    Cli::command().error(ErrorKind::ValueValidation, msg).exit()
-}
-
-fn config(cli: &Cli) -> DaemonConfig {
-    let builder = BuilderConfig {
-        window_ns: cli.window_ns,
-        timeout_ns: cli.timeout_ms.saturating_mul(1_000_000),
-        module_timeout_ns: seconds("--module-timeout", cli.module_timeout).as_nanos() as u64,
-        modules: cli.modules,
-        relaxed_ip: cli.relaxed_ip,
-        run_number: cli.run_number,
-        slots: cli.slots,
-        reorder_ns: cli.reorder_ns,
-    };
-    if let Err(e) = builder.validate() {
-        usage(&e);
-    }
+fn config(cli: &Cli) -> Result<DaemonConfig, Failure> {
+    let builder = cli
+        .build
+        .apply(BuilderConfig::default())
+        .map_err(Failure::Usage)?;
     if let Some((a, b)) = cli.cores {
         let ids: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
@@ -198,9 +168,9 @@ fn config(cli: &Cli) -> DaemonConfig {
             .collect();
         for c in [a, b] {
             if !ids.contains(&c) {
-                usage(&format!(
+                return Err(Failure::Usage(format!(
                     "--cores {a},{b}: there is no core {c} (this machine has cores {ids:?})"
-                ));
+                )));
             }
         }
     }
@@ -214,10 +184,7 @@ fn config(cli: &Cli) -> DaemonConfig {
                 "command_line".to_string(),
                 std::env::args().collect::<Vec<_>>().join(" "),
             ),
-            (
-                "format".to_string(),
-                format!("{:?}", cli.format).to_lowercase(),
-            ),
+            ("format".to_string(), cli.format.name().to_string()),
         ];
         info.extend(builder.to_pairs());
         DumpConfig {
@@ -229,7 +196,7 @@ fn config(cli: &Cli) -> DaemonConfig {
             helper_core: None,
         }
     });
-    DaemonConfig {
+    Ok(DaemonConfig {
         listen: SocketAddrV4::new(cli.listen_addr, cli.listen_port),
         endpoint: publish::endpoint_from(cli.pub_endpoint.as_deref(), cli.pub_port),
         format: cli.format,
@@ -239,14 +206,14 @@ fn config(cli: &Cli) -> DaemonConfig {
         builder,
         rcvbuf: cli.rcvbuf as usize,
         buffers: cli.buffers,
-        status_interval: seconds("--status", cli.status),
+        status_interval: cli.status,
         busy_poll: cli.busy_poll,
         inject_panic: cli.inject_panic,
         dump,
-    }
+    })
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -254,12 +221,28 @@ fn main() {
         .with_max_level(cli.verbose)
         .with_target(false)
         .init();
-    let cfg = config(&cli);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            // As clap reports a bad flag: its format, status 2.
+            let _ = Cli::command()
+                .error(ErrorKind::ValueValidation, msg)
+                .print();
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(msg)) => {
+            eprintln!("ssdaqd: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let cfg = config(cli)?;
     // A file size limit (ulimit -f) must make writing fail with EFBIG, which
     // the dump reports, rather than kill the daemon with SIGXFSZ.
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let duration = cli.duration.map(|s| seconds("--duration", s));
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -268,17 +251,11 @@ fn main() {
             .expect("installing a signal handler");
         signal_hook::flag::register(sig, stop.clone()).expect("installing a signal handler");
     }
-    let daemon = match Daemon::start(cfg, stop.clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("ssdaqd: {e}");
-            std::process::exit(1);
-        }
-    };
+    let daemon = Daemon::start(cfg, stop.clone()).map_err(|e| Failure::Run(e.to_string()))?;
     let demo = cli.demo.then(|| Demo::start(&daemon, stop.clone()));
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if duration.is_some_and(|d| started.elapsed() >= d) {
+        if cli.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -291,9 +268,11 @@ fn main() {
     }
     eprint!("{summary}");
     if summary.stage_failed {
-        eprintln!("ssdaqd: stopped because a pipeline stage failed (its panic is logged above)");
-        std::process::exit(1);
+        return Err(Failure::Run(
+            "stopped because a pipeline stage failed (its panic is logged above)".into(),
+        ));
     }
+    Ok(())
 }
 
 /// `--demo`: a simulated camera feeding the daemon, and a subscriber printing events.

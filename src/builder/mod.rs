@@ -125,38 +125,120 @@ impl Default for BuilderConfig {
     }
 }
 
+/// One of the builder's settings, as named in a [`ConfigError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Window,
+    Timeout,
+    ModuleTimeout,
+    Reorder,
+    Slots,
+    Modules,
+}
+
+impl Setting {
+    /// The setting's field name in [`BuilderConfig`] (and in dump headers).
+    pub const fn field(self) -> &'static str {
+        match self {
+            Setting::Window => "window_ns",
+            Setting::Timeout => "timeout_ns",
+            Setting::ModuleTimeout => "module_timeout_ns",
+            Setting::Reorder => "reorder_ns",
+            Setting::Slots => "slots",
+            Setting::Modules => "modules",
+        }
+    }
+}
+
+/// Builder settings that do not fit together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    WindowZero,
+    TimeoutZero,
+    ModuleTimeoutTooShort {
+        module_timeout_ns: u64,
+        timeout_ns: u64,
+    },
+    ReorderTooLong {
+        reorder_ns: u64,
+        timeout_ns: u64,
+    },
+    Slots(usize),
+    NoModules,
+}
+
+impl ConfigError {
+    /// The message, with each setting called what `name` calls it (a
+    /// command-line flag, say); [`Display`](std::fmt::Display) uses the
+    /// field names.
+    pub fn describe(&self, name: impl Fn(Setting) -> &'static str) -> String {
+        use Setting::*;
+        match *self {
+            ConfigError::WindowZero => format!("{} must be at least 1", name(Window)),
+            ConfigError::TimeoutZero => format!("{} must be positive", name(Timeout)),
+            ConfigError::ModuleTimeoutTooShort {
+                module_timeout_ns,
+                timeout_ns,
+            } => format!(
+                "{} ({} ms) must be longer than {} ({} ms)",
+                name(ModuleTimeout),
+                module_timeout_ns / 1_000_000,
+                name(Timeout),
+                timeout_ns / 1_000_000
+            ),
+            ConfigError::ReorderTooLong {
+                reorder_ns,
+                timeout_ns,
+            } => format!(
+                "{} ({reorder_ns} ns) must be shorter than {} ({} ms)",
+                name(Reorder),
+                name(Timeout),
+                timeout_ns / 1_000_000
+            ),
+            ConfigError::Slots(n) => format!(
+                "{} must be {MIN_SLOTS}..={MAX_SLOTS}, not {n} (a 32-module camera keeps \
+                 1-3 datagrams of 10 readouts pending: fewer slots force events out partial)",
+                name(Slots)
+            ),
+            ConfigError::NoModules => format!("{} names no module", name(Modules)),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe(Setting::field))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 impl BuilderConfig {
-    /// Checks the settings against each other; the message names the flags.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.window_ns == 0 {
-            return Err("--window-ns must be at least 1".into());
+            return Err(ConfigError::WindowZero);
         }
         if self.timeout_ns == 0 {
-            return Err("--timeout-ms must be positive".into());
+            return Err(ConfigError::TimeoutZero);
         }
         if self.module_timeout_ns <= self.timeout_ns {
-            return Err(format!(
-                "--module-timeout ({} ms) must be longer than --timeout-ms ({} ms)",
-                self.module_timeout_ns / 1_000_000,
-                self.timeout_ns / 1_000_000
-            ));
+            return Err(ConfigError::ModuleTimeoutTooShort {
+                module_timeout_ns: self.module_timeout_ns,
+                timeout_ns: self.timeout_ns,
+            });
         }
         if self.reorder_ns >= self.timeout_ns {
-            return Err(format!(
-                "--reorder-ns ({} ns) must be shorter than --timeout-ms ({} ms)",
-                self.reorder_ns,
-                self.timeout_ns / 1_000_000
-            ));
+            return Err(ConfigError::ReorderTooLong {
+                reorder_ns: self.reorder_ns,
+                timeout_ns: self.timeout_ns,
+            });
         }
         if !(MIN_SLOTS..=MAX_SLOTS).contains(&self.slots) {
-            return Err(format!(
-                "--slots must be {MIN_SLOTS}..={MAX_SLOTS}, not {} (a 32-module camera keeps \
-                 1-3 datagrams of 10 readouts pending: fewer slots force events out partial)",
-                self.slots
-            ));
+            return Err(ConfigError::Slots(self.slots));
         }
         if self.modules == Some(0) {
-            return Err("--modules names no module".into());
+            return Err(ConfigError::NoModules);
         }
         Ok(())
     }
@@ -1768,7 +1850,9 @@ mod tests {
             module_timeout_ns: 50 * MS,
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().contains("--module-timeout"));
+        let e = bad.validate().unwrap_err();
+        assert!(e.describe(crate::cli::flag).contains("--module-timeout"));
+        assert!(e.to_string().contains("module_timeout_ns"), "{e}");
         assert!(
             BuilderConfig {
                 window_ns: 0,

@@ -27,11 +27,11 @@
 //!    first datagram) is taken if it lies within one period of `C`: its
 //!    first timestamp no more than a period ahead of `C` (moved on by the
 //!    arrival time since, so a camera-wide gap in the data is no jump) and
-//!    its last no more than a period behind — or behind, but no older than
-//!    the oldest event the builder still holds: it fills events that are
-//!    waiting for it (modules that join a flood one after another, each a
-//!    batch behind the first). A module with nobody to agree with is taken
-//!    as it is (the first module of a run).
+//!    its last no more than a period behind — or, for a module's first
+//!    datagram, behind but no older than the oldest event the builder still
+//!    holds: it fills events that are waiting for it (modules that join a
+//!    flood one after another, each a batch behind the first). A module
+//!    with nobody to agree with is taken as it is (the first module of a run).
 //! 3. **Otherwise it is suspect**, and held (a copy, one per module):
 //!    * the module's next datagram back in line shows it was a stray: it is
 //!      counted out of sync (datagram and readouts) and nothing else moved;
@@ -246,8 +246,8 @@ impl Timeline {
     /// Judges one datagram of module `m` (readouts `rs`, already checked by
     /// `packet::parse`, bytes `payload`) arriving at `arrival`. `pending_from`
     /// is the oldest primary timestamp the builder still holds an event for
-    /// (None if it holds none): a datagram from there on fills events still
-    /// waiting, so it is not judged behind the camera (rule 2).
+    /// (None if it holds none): a module's first datagram from there on
+    /// fills events still waiting, so it is not judged behind the camera.
     pub fn judge(
         &mut self,
         m: usize,
@@ -306,7 +306,7 @@ impl Timeline {
         let in_line = d.first <= ahead_limit.saturating_add(tol)
             && d.last <= ahead_limit.saturating_add(2 * tol)
             && (d.last.saturating_add(tol) >= camera.last
-                || pending_from.is_some_and(|p| d.first >= p));
+                || (self.lines[m].is_none() && pending_from.is_some_and(|p| d.first >= p)));
         if in_line {
             self.drop_held(m);
             self.off &= !bit;

@@ -289,7 +289,7 @@ pub struct RecvMeta {
 }
 
 /// Which backend to use (`--io auto|uring|recvmmsg`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum IoMode {
     /// io_uring if it can be set up, else recvmmsg (with one log line).
     #[default]
@@ -298,6 +298,29 @@ pub enum IoMode {
     Uring,
     /// recvmmsg.
     Recvmmsg,
+}
+
+impl IoMode {
+    /// The mode's name: `auto`, `uring` or `recvmmsg`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Uring => "uring",
+            IoMode::Recvmmsg => "recvmmsg",
+        }
+    }
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IoMode, String> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "uring" => Ok(IoMode::Uring),
+            "recvmmsg" => Ok(IoMode::Recvmmsg),
+            _ => Err(format!("no receive backend {s:?} (auto, uring, recvmmsg)")),
+        }
+    }
 }
 
 /// The backend a [`Receiver`] runs.

@@ -1,0 +1,237 @@
+//! The published event messages (PROTOCOL.md §4, §5): their layouts and a
+//! decoder for subscribers.
+//!
+//! This module owns wire format v1 (`SSEvent`, 16 920 bytes, the default)
+//! and v2 (`SSReadout`, 16 416 bytes), all fields little-endian, and
+//! [`EventView`], which casts a received message in place. The daemon
+//! assembles events in a buffer laid out so both formats are slices of it
+//! (`ssdaq::event::EventBuf`); this is what a subscriber needs, with no I/O.
+
+use zerocopy::byteorder::little_endian::{F64, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::packet::{N_MODULES, N_PIXELS};
+
+/// Which wire format to publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `SSEvent`, PROTOCOL.md §4: 16 920 bytes with per-module timestamps.
+    #[default]
+    V1,
+    /// `SSReadout`, PROTOCOL.md §5: 16 416 bytes.
+    V2,
+}
+
+impl Format {
+    /// The format's stable name, as written in dump headers: `v1` or `v2`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Format::V1 => "v1",
+            Format::V2 => "v2",
+        }
+    }
+
+    /// Size of one message in this format.
+    pub const fn message_len(self) -> usize {
+        match self {
+            Format::V1 => V1_LEN,
+            Format::V2 => V2_LEN,
+        }
+    }
+}
+
+/// Bytes of a v1 message.
+pub const V1_LEN: usize = std::mem::size_of::<WireV1>();
+/// Bytes of a v2 message.
+pub const V2_LEN: usize = std::mem::size_of::<WireV2>();
+
+/// Wire format v1 (`SSEvent`), PROTOCOL.md §4.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct WireV1 {
+    pub event_number: U64,
+    pub run_number: U64,
+    /// Mean primary timestamp of the modules present, ns.
+    pub timestamp: U64,
+    /// mV, row = module; NaN rows for missing modules.
+    pub mv: [[F64; N_PIXELS]; N_MODULES],
+    /// (primary, aux) timestamps per module; zero for missing modules.
+    pub timestamps: [[U64; 2]; N_MODULES],
+}
+
+/// Wire format v2 (`SSReadout`), PROTOCOL.md §5.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct WireV2 {
+    pub readout_number: U64,
+    pub tack_ns: U64,
+    pub cpu_time_s: U64,
+    pub cpu_time_ns: U64,
+    pub mv: [[F64; N_PIXELS]; N_MODULES],
+}
+
+const _: () = assert!(V1_LEN == 16_920);
+const _: () = assert!(V2_LEN == 16_416);
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A format name that is neither `v1` nor `v2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownFormat(pub String);
+
+impl std::fmt::Display for UnknownFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown event format {:?} (known: v1, v2)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownFormat {}
+
+impl std::str::FromStr for Format {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Format, UnknownFormat> {
+        match s {
+            "v1" => Ok(Format::V1),
+            "v2" => Ok(Format::V2),
+            _ => Err(UnknownFormat(s.to_string())),
+        }
+    }
+}
+
+/// Why a received message is not an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError {
+    pub len: usize,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a message of {} bytes is neither wire format v1 ({V1_LEN} bytes) nor v2 ({V2_LEN} bytes)",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A published message, decoded in place.
+#[derive(Clone, Copy)]
+pub enum EventView<'a> {
+    V1(&'a WireV1),
+    V2(&'a WireV2),
+}
+
+impl<'a> EventView<'a> {
+    /// Recognises the format by the message length.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let err = DecodeError { len: bytes.len() };
+        match bytes.len() {
+            V1_LEN => WireV1::ref_from_bytes(bytes)
+                .map(EventView::V1)
+                .map_err(|_| err),
+            V2_LEN => WireV2::ref_from_bytes(bytes)
+                .map(EventView::V2)
+                .map_err(|_| err),
+            _ => Err(err),
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        match self {
+            EventView::V1(_) => Format::V1,
+            EventView::V2(_) => Format::V2,
+        }
+    }
+
+    /// Event (v1) or readout (v2) number: 1, 2, 3 … in publication order.
+    pub fn number(&self) -> u64 {
+        match self {
+            EventView::V1(w) => w.event_number.get(),
+            EventView::V2(w) => w.readout_number.get(),
+        }
+    }
+
+    /// Run number (v1 only).
+    pub fn run(&self) -> Option<u64> {
+        match self {
+            EventView::V1(w) => Some(w.run_number.get()),
+            EventView::V2(_) => None,
+        }
+    }
+
+    /// Event timestamp: the mean primary timestamp of the modules present, ns.
+    pub fn timestamp(&self) -> u64 {
+        match self {
+            EventView::V1(w) => w.timestamp.get(),
+            EventView::V2(w) => w.tack_ns.get(),
+        }
+    }
+
+    fn mv_rows(&self) -> &'a [[F64; N_PIXELS]; N_MODULES] {
+        match *self {
+            EventView::V1(w) => &w.mv,
+            EventView::V2(w) => &w.mv,
+        }
+    }
+
+    /// mV of `pixel` of `module` (NaN if the module is missing).
+    pub fn mv(&self, module: usize, pixel: usize) -> f64 {
+        self.mv_rows()[module][pixel].get()
+    }
+
+    /// The mV row of `module`.
+    pub fn row(&self, module: usize) -> [f64; N_PIXELS] {
+        self.mv_rows()[module].map(|v| v.get())
+    }
+
+    /// (primary, aux) timestamps of `module` (v1 only; zero if missing).
+    pub fn module_timestamps(&self, module: usize) -> Option<(u64, u64)> {
+        match self {
+            EventView::V1(w) => {
+                Some((w.timestamps[module][0].get(), w.timestamps[module][1].get()))
+            }
+            EventView::V2(_) => None,
+        }
+    }
+
+    /// Whether `module` contributed to this event (its row is not NaN).
+    pub fn has_module(&self, module: usize) -> bool {
+        !self.mv_rows()[module][0].get().is_nan()
+    }
+
+    /// Bit `m` set for each module present.
+    pub fn present_mask(&self) -> u32 {
+        (0..N_MODULES)
+            .filter(|&m| self.has_module(m))
+            .fold(0, |acc, m| acc | 1 << m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_are_stable_and_unknown_ones_refused() {
+        for f in [Format::V1, Format::V2] {
+            assert_eq!(f.name().parse::<Format>(), Ok(f));
+        }
+        assert_eq!("V1".parse::<Format>(), Err(UnknownFormat("V1".into())));
+    }
+
+    #[test]
+    fn wrong_lengths_do_not_decode() {
+        for n in [0, 16_919, 16_921, 16_415] {
+            assert_eq!(
+                EventView::parse(&vec![0; n]).err(),
+                Some(DecodeError { len: n })
+            );
+        }
+    }
+}
