@@ -78,7 +78,7 @@ use ssdaq::event::{EventBuf, EventHeader, EventView, Format, V1_LEN, V2_LEN};
 use ssdaq::packet::{self, N_MODULES, READOUT_SIZE, READOUTS_PER_DATAGRAM, Readout, Reject};
 use ssdaq::publish::{DEFAULT_HWM, Publisher};
 use ssdaq::replay;
-use ssdaq::sim::{self, Grid};
+use tm_ss_sim::{self as sim, Grid};
 
 /// Seed of the simulated camera's pixel model.
 const SEED: u64 = 0x55DA_0001;

@@ -50,7 +50,7 @@ use common::{Ssdaqd, Stats, bin, tmpdir};
 
 use ssdaq::dump::{DumpConfig, DumpStats, DumpWriter};
 use ssdaq::listen::EventListener;
-use ssdaq::sim::{self, SimConfig};
+use tm_ss_sim::{self as sim, SimConfig};
 
 /// Socket buffer for the drain trials (needs root: SO_RCVBUFFORCE).
 const RCVBUF: &str = "512M";

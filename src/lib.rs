@@ -17,10 +17,13 @@
 //! * [`pipeline`]: the live daemon's stages, threads and shutdown
 //!   ([`cores`]: pinning them);
 //! * [`metrics`]: counters and latency histograms of every stage;
-//! * [`sim`]: a simulated camera (used by `tm-ss-sim` and `ssdaqd --demo`).
+//! * [`dump`] / [`replay`]: the raw dump of every datagram, and rebuilding
+//!   its events offline through the same builder.
 //!
-//! The binaries (`ssdaqd`, `ssdaq-listen`, `tm-ss-sim`) are thin: they parse
-//! flags and call into this library.
+//! The binaries (`ssdaqd`, `ssdaq-replay`, `ssdaq-listen`) are thin: they
+//! parse flags ([`cli`]) and call into this library. The protocol is the
+//! crate `ssdaq_wire`; the simulated camera is the crate `tm_ss_sim`
+//! (`tm-ss-sim/`), which `ssdaqd --demo` embeds.
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("ssdaq assumes a little-endian host");
@@ -38,4 +41,3 @@ pub mod pipeline;
 pub mod publish;
 pub mod recv;
 pub mod replay;
-pub mod sim;

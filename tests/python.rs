@@ -103,7 +103,7 @@ fn python_client_decodes_v1_events_exactly() {
                 if missing {
                     assert!(got.is_nan());
                 } else {
-                    let want = ssdaq::event::adc_to_mv(ssdaq::sim::pixel_adc(SEED, m, p, ts));
+                    let want = ssdaq::event::adc_to_mv(tm_ss_sim::pixel_adc(SEED, m, p, ts));
                     assert_eq!(
                         got.to_bits(),
                         want.to_bits(),
@@ -115,7 +115,7 @@ fn python_client_decodes_v1_events_exactly() {
             let want_ts = if missing {
                 [0, 0]
             } else {
-                [ts, ssdaq::sim::aux_ts(m, ts)]
+                [ts, tm_ss_sim::aux_ts(m, ts)]
             };
             assert_eq!(ts_rows[m as usize], want_ts);
         }
@@ -140,7 +140,7 @@ fn python_client_decodes_v2_events() {
         assert!(e.timestamps.is_none());
         let (s, ns) = e.cpu_time.unwrap();
         assert!(s > 1_700_000_000 && ns < 1_000_000_000);
-        let want = ssdaq::event::adc_to_mv(ssdaq::sim::pixel_adc(SEED, 1, 63, ts));
+        let want = ssdaq::event::adc_to_mv(tm_ss_sim::pixel_adc(SEED, 1, 63, ts));
         assert_eq!(e.mv(1, 63).to_bits(), want.to_bits());
         assert!(e.mv(2, 0).is_nan());
     }

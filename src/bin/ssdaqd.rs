@@ -285,7 +285,7 @@ impl Demo {
     fn start(daemon: &Daemon, stop: Arc<AtomicBool>) -> Demo {
         let port = daemon.listen_addr().port();
         let endpoint = daemon.endpoint().to_string();
-        let sim_cfg = ssdaq::sim::SimConfig {
+        let sim_cfg = tm_ss_sim::SimConfig {
             target: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             modules: 32,
             ..Default::default()
@@ -294,7 +294,7 @@ impl Demo {
             "demo: simulating 32 modules from 127.0.0.100..131 → UDP 127.0.0.1:{port}; printing every 25th event"
         );
         let s = stop.clone();
-        let sim = std::thread::spawn(move || match ssdaq::sim::run(&sim_cfg, &s) {
+        let sim = std::thread::spawn(move || match tm_ss_sim::run(&sim_cfg, &s) {
             Ok(stats) => info!("demo camera: {stats}"),
             Err(e) => {
                 error!("demo camera: {e}");

@@ -103,7 +103,8 @@ pub enum Verdict {
     /// Off the timeline: counted out of sync, not built.
     OutOfSync,
     /// The camera's clock stepped. End the old timeline, then build the held
-    /// datagrams of `held` ([`Timeline::held`], oldest first) and this one.
+    /// datagrams of the modules in `held` ([`Timeline::held_in_arrival_order`])
+    /// and this one.
     Step { held: u32 },
 }
 

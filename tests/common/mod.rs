@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ssdaq::event::EventView;
 use ssdaq::listen::EventListener;
 use ssdaq::packet::module_addr;
-use ssdaq::sim;
+use tm_ss_sim as sim;
 
 /// Generous bound for anything the tests wait for.
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -1,7 +1,8 @@
 //! `tm-ss-sim`: simulated TARGET-C modules sending CHEC-S slow-signal datagrams.
 //!
 //! Thin: parse flags into a [`SimConfig`], call [`sim::run`], print the
-//! summary to stderr. The model, pacing and faults live in `ssdaq::sim`.
+//! summary to stderr. The model, pacing and faults live in the library
+//! (`src/lib.rs`).
 //!
 //! `tm-ss-sim 2009 localhost` sends as one module at 25 datagrams/s, as the
 //! original Python simulator did.
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use ssdaq::sim::{self, Faults, SimConfig};
+use tm_ss_sim::{self as sim, Faults, SimConfig};
 
 /// Simulated TARGET-C modules of the CHEC-S camera: each sends UDP datagrams
 /// of 144-byte slow-signal readouts from its own source address

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ssdaq::sim::{self, Faults, SimConfig};
+use tm_ss_sim::{self as sim, Faults, SimConfig};
 
 /// The system allocator, counting allocations.
 struct Counting;

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ssdaq::packet::{self, module_of, parse};
-use ssdaq::sim;
+use ssdaq_wire::packet::{self, module_of, parse};
+use tm_ss_sim as sim;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tm-ss-sim");
 

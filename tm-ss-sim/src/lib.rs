@@ -1,6 +1,9 @@
-//! A simulated CHEC-S camera: TARGET-C modules sending slow-signal datagrams.
+//! tm-ss-sim: a simulated CHEC-S camera, TARGET-C modules sending
+//! slow-signal datagrams.
 //!
-//! This module replaces the original Python `tm-ss-sim`. It owns:
+//! This crate replaces the original Python `tm-ss-sim` (its binary is the
+//! command line; `ssdaqd --demo` and the tests embed this library). It
+//! depends on the protocol crate (`ssdaq_wire`) only. It owns:
 //!
 //! * a deterministic **pixel model** ([`pixel_adc`], [`aux_ts`], [`readout`],
 //!   [`datagram`]): every value a simulated module sends is a pure function of
@@ -48,9 +51,16 @@ use std::time::{Duration, Instant};
 
 use zerocopy::IntoBytes;
 
-use crate::clock::now_ns;
-use crate::event::mv_to_adc;
-use crate::packet::{self, N_MODULES, N_PIXELS, READOUT_SIZE, Readout};
+use ssdaq_wire::adc::mv_to_adc;
+use ssdaq_wire::packet::{self, N_MODULES, N_PIXELS, READOUT_SIZE, Readout};
+
+/// The wall clock (CLOCK_REALTIME) now, in ns since the epoch: the camera's
+/// timestamps are on it.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// Datagrams per second per module of the reference simulator (PROTOCOL.md §3).
 pub const DEFAULT_RATE: f64 = 25.0;
@@ -1667,8 +1677,8 @@ mod tests {
     use zerocopy::FromBytes;
 
     use super::*;
-    use crate::event::adc_to_mv;
-    use crate::packet::{Reject, module_of, parse};
+    use ssdaq_wire::adc::adc_to_mv;
+    use ssdaq_wire::packet::{Reject, module_of, parse};
 
     const SEED: u64 = 42;
     const LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 0);
