@@ -100,16 +100,16 @@ const APPEND_FILE_BUDGET: u64 = 512 << 20;
 
 /// How long to measure: full by default, very short with `SSDAQ_BENCH_QUICK=1`.
 #[derive(Clone, Copy)]
-struct Plan {
+struct BenchPlan {
     quick: bool,
     /// Size of the dump the `dump_read` group reads.
     dump_bytes: u64,
 }
 
-impl Plan {
-    fn from_env() -> Plan {
+impl BenchPlan {
+    fn from_env() -> BenchPlan {
         let quick = std::env::var("SSDAQ_BENCH_QUICK").is_ok_and(|v| v == "1");
-        Plan {
+        BenchPlan {
             quick,
             dump_bytes: if quick { 8 << 20 } else { 64 << 20 },
         }
@@ -683,7 +683,7 @@ impl Appender {
 /// Records per untimed pause of `append_1440_paced`: 2 MiB of dump.
 const PACE_RECORDS: u64 = (2 << 20) / record_len(DATAGRAM_LEN) as u64;
 
-fn dump_append(c: &mut Criterion, plan: &Plan, dir: &Path) {
+fn dump_append(c: &mut Criterion, plan: &BenchPlan, dir: &Path) {
     let mut g = c.benchmark_group("dump_append");
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(if plan.quick { 10 } else { 20 })
@@ -757,7 +757,7 @@ fn write_dump(dir: &Path, bytes: u64) -> (PathBuf, u64) {
     (path, frames)
 }
 
-fn dump_read(c: &mut Criterion, plan: &Plan, dir: &Path) {
+fn dump_read(c: &mut Criterion, plan: &BenchPlan, dir: &Path) {
     let (path, frames) = write_dump(dir, plan.dump_bytes);
     let dumps = vec![Dump::open(&path).unwrap_or_else(|e| panic!("{e}"))];
     let dump = &dumps[0];
@@ -819,7 +819,7 @@ fn dump_read(c: &mut Criterion, plan: &Plan, dir: &Path) {
 }
 
 fn main() {
-    let plan = Plan::from_env();
+    let plan = BenchPlan::from_env();
     let mut c = plan.criterion();
     packet(&mut c);
     fill_row(&mut c);

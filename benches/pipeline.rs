@@ -59,7 +59,7 @@ const RCVBUF_BYTES: usize = 512 << 20;
 /// throughput, not time events out.
 const DRAIN_TIMEOUTS: &[&str] = &["--timeout-ms", "5000", "--module-timeout", "20"];
 
-struct Plan {
+struct BenchPlan {
     quick: bool,
     /// Datagrams per drain trial.
     drain_n: u64,
@@ -79,7 +79,7 @@ fn main() {
     }
     let quick = std::env::var_os("SSDAQ_BENCH_QUICK").is_some();
     let plan = if quick {
-        Plan {
+        BenchPlan {
             quick,
             drain_n: 32_000,
             trials: 5,
@@ -89,7 +89,7 @@ fn main() {
             noise_secs: 2.0,
         }
     } else {
-        Plan {
+        BenchPlan {
             quick,
             drain_n: 96_000,
             trials: 11,
@@ -951,7 +951,7 @@ fn set_int_option(sock: &UdpSocket, option: libc::c_int, v: libc::c_int) {
 /// the other's: capacity (`--io uring` drain), and latency p99 at the real
 /// rate (pinned) and at 100×. Printed; a change that claims "no regression"
 /// quotes these ratios.
-fn against_baseline(base: &Path, plan: &Plan) {
+fn against_baseline(base: &Path, plan: &BenchPlan) {
     let n = plan.drain_n;
     let (mut cpu_base, mut cpu_this) = (Vec::new(), Vec::new());
     let cap = Pair::measure(

@@ -18,7 +18,7 @@
 //! chunks with `fallocate` (so a full disk is an error up front, never a
 //! SIGBUS in the hot path), faults the next pages in
 //! (`MADV_POPULATE_WRITE`), and prepares the next file of a rotated set; it
-//! never waits for the disk. Behind the writer, the *write-back* thread
+//! never waits for the disk. WriteBackMsg the writer, the *write-back* thread
 //! starts writing each finished window back (`sync_file_range`), drops it
 //! from this process and from the page cache once it is on disk
 //! (`MADV_DONTNEED`, `POSIX_FADV_DONTNEED`: the dump holds a few windows of
@@ -440,14 +440,14 @@ fn info_text(pairs: &[(String, String)], limit: usize) -> String {
 }
 
 /// Everything the helper needs to create files.
-struct Plan {
+struct FileMaker {
     naming: Naming,
     max_file_size: usize,
     chunk_size: usize,
     header: Vec<u8>,
 }
 
-impl Plan {
+impl FileMaker {
     /// Creates file `index`: header written, first chunk allocated.
     fn create(&self, index: u32) -> io::Result<DumpFile> {
         let path = self.naming.path(index);
@@ -599,7 +599,7 @@ fn populate_step(f: &DumpFile) -> io::Result<bool> {
     r.map(|()| true)
 }
 
-/// Behind the writer: starts writing back each window as soon as the
+/// WriteBackMsg the writer: starts writing back each window as soon as the
 /// writer is a window past it, and two windows later, its write-back done
 /// (on a disk that keeps up it has been for milliseconds), unmaps it and
 /// drops it from the page cache.
@@ -710,7 +710,7 @@ impl DumpWriter {
         };
         header[..FILE_HEADER_FIXED].copy_from_slice(fixed.as_bytes());
         header[FILE_HEADER_FIXED..FILE_HEADER_FIXED + info.len()].copy_from_slice(info.as_bytes());
-        let plan = Plan {
+        let plan = FileMaker {
             naming: Naming::new(&cfg.path, created_ns),
             max_file_size,
             chunk_size,
@@ -730,8 +730,8 @@ impl DumpWriter {
         info!("dumping every datagram to {}", first.path.display());
         let (requests, req_rx) = channel();
         let (next_tx, next) = channel();
-        let (to_behind, behind_rx) = channel();
-        let _ = to_behind.send(Behind::Current(first.clone()));
+        let (to_write_back, behind_rx) = channel();
+        let _ = to_write_back.send(WriteBackMsg::Current(first.clone()));
         let core = cfg.helper_core;
         let behind = thread::Builder::new()
             .name("ssdaq-dump-sync".into())
@@ -744,7 +744,7 @@ impl DumpWriter {
             .name("ssdaq-dump".into())
             .spawn(move || {
                 crate::cores::pin_current(core, "the dump's helper");
-                helper(plan, h_first, req_rx, next_tx, to_behind, h_stats)
+                helper(plan, h_first, req_rx, next_tx, to_write_back, h_stats)
             });
         let helper = match helper {
             Ok(h) => h,
@@ -883,11 +883,11 @@ impl Drop for DumpWriter {
 /// [`write_back`] thread's, so that a busy disk can slow that down but never
 /// leave the writer without allocated space.
 fn helper(
-    plan: Plan,
+    plan: FileMaker,
     first: Arc<DumpFile>,
     requests: Receiver<Request>,
     next_tx: Sender<Arc<DumpFile>>,
-    behind: Sender<Behind>,
+    behind: Sender<WriteBackMsg>,
     stats: Arc<DumpStats>,
 ) {
     let fail = |what: String| {
@@ -901,7 +901,9 @@ fn helper(
     let mut next_index = 1;
     let mut populate_failed = false;
     let close_later = |f: Arc<DumpFile>| {
-        if let Err(std::sync::mpsc::SendError(Behind::Close(f))) = behind.send(Behind::Close(f)) {
+        if let Err(std::sync::mpsc::SendError(WriteBackMsg::Close(f))) =
+            behind.send(WriteBackMsg::Close(f))
+        {
             close_file(f); // The write-back thread is gone: close it here.
         }
     };
@@ -915,7 +917,7 @@ fn helper(
                         // The writer moved on to the prepared file (or stopped).
                         current = prepared.take();
                         if let Some(c) = &current {
-                            let _ = behind.send(Behind::Current(c.clone()));
+                            let _ = behind.send(WriteBackMsg::Current(c.clone()));
                         }
                     }
                     // (The write-back thread lets go of its own reference
@@ -985,7 +987,7 @@ fn helper(
 }
 
 /// What the write-back thread is told.
-enum Behind {
+enum WriteBackMsg {
     /// The writer now fills this file.
     Current(Arc<DumpFile>),
     /// The writer is done with this file: close it.
@@ -997,13 +999,13 @@ enum Behind {
 /// ([`release_behind`]), and it closes full files (truncated, synced). All
 /// of this may wait for the disk. Runs until the helper hangs up, having
 /// closed every file.
-fn write_back(msgs: Receiver<Behind>) {
+fn write_back(msgs: Receiver<WriteBackMsg>) {
     let mut current: Option<Arc<DumpFile>> = None;
     loop {
         loop {
             match msgs.try_recv() {
-                Ok(Behind::Current(f)) => current = Some(f),
-                Ok(Behind::Close(f)) => {
+                Ok(WriteBackMsg::Current(f)) => current = Some(f),
+                Ok(WriteBackMsg::Close(f)) => {
                     if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &f)) {
                         current = None;
                     }
@@ -1121,13 +1123,13 @@ pub struct DumpInfo {
     pub set_id: u64,
     pub file_index: u32,
     /// The `key=value` lines written by ssdaqd.
-    pub info: Vec<(String, String)>,
+    pub settings: Vec<(String, String)>,
 }
 
 impl DumpInfo {
     /// The value of `key` in the header text.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.info
+        self.settings
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
@@ -1235,7 +1237,7 @@ impl Dump {
             created_ns: h.created_ns.get(),
             set_id: h.set_id.get(),
             file_index: h.file_index.get(),
-            info,
+            settings: info,
         };
         Ok(Dump { path, map, info })
     }
@@ -1707,7 +1709,7 @@ mod tests {
     #[test]
     fn pages_are_faulted_in_ahead_of_any_writer_position() {
         let dir = tmpdir("populate");
-        let plan = Plan {
+        let plan = FileMaker {
             naming: Naming::new(&dir.join("p.raw"), 0),
             max_file_size: 64 << 20,
             chunk_size: 64 << 20,

@@ -30,8 +30,9 @@
 //! clock ("housekeeping": flush what timed out, poll subscriptions, print
 //! the status line) only to a time before which every datagram is already
 //! built. The receive thread knows that time exactly when it is idle (it is
-//! the receiver); the build thread uses the receive thread's *fence*, "every
-//! datagram stamped before this has been built or queued". The builder thus
+//! the receiver); the build thread uses the receive thread's watermark
+//! `built_before`, "every datagram stamped before this has been built or
+//! queued". The builder thus
 //! sees the same sequence of times a replay of the raw dump will, which is
 //! what makes the replay byte-exact. When idle, the receive thread sleeps
 //! in the kernel until the builder's next deadline (or a datagram), and the
@@ -250,17 +251,17 @@ impl RecvCounters {
         let s = rx.stats();
         self.starved.store(s.starved, Ordering::Relaxed);
         self.rearms.store(s.rearms, Ordering::Relaxed);
-        self.unusable.store(s.errors, Ordering::Relaxed);
+        self.unusable.store(s.unusable, Ordering::Relaxed);
         self.unstamped.store(s.unstamped, Ordering::Relaxed);
     }
 }
 
 /// State shared by the two stages.
 struct Shared {
-    asm: Mutex<Assembly>,
+    assembly: Mutex<Assembly>,
     /// Every datagram the kernel stamped before this (ns) has been built or
     /// queued: the build stage may move the builder's clock to it.
-    fence: AtomicU64,
+    built_before: AtomicU64,
     stop: Arc<AtomicBool>,
     recv_done: AtomicBool,
     /// The build stage has ended (after `recv_done`, or by a panic).
@@ -280,12 +281,12 @@ struct Shared {
 impl Shared {
     /// Takes the assembly, waiting for the other stage to let go of it.
     fn lock(&self) -> Locked<'_> {
-        Locked(self.asm.lock().unwrap_or_else(PoisonError::into_inner))
+        Locked(self.assembly.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Takes the assembly if the other stage does not hold it.
     fn try_lock(&self) -> Option<Locked<'_>> {
-        self.asm.try_lock().ok().map(Locked)
+        self.assembly.try_lock().ok().map(Locked)
     }
 }
 
@@ -690,7 +691,7 @@ impl Daemon {
         };
         let now = clock::now_ns();
         let dumping = dump.is_some();
-        let asm = Assembly {
+        let assembly = Assembly {
             builder: Builder::new(cfg.builder.clone()),
             publisher,
             dump,
@@ -711,8 +712,8 @@ impl Daemon {
             span: Span::default(),
         };
         let shared = Arc::new(Shared {
-            asm: Mutex::new(asm),
-            fence: AtomicU64::new(now),
+            assembly: Mutex::new(assembly),
+            built_before: AtomicU64::new(now),
             stop,
             recv_done: AtomicBool::new(false),
             build_done: AtomicBool::new(false),
@@ -794,7 +795,7 @@ impl Daemon {
     pub fn wait(self) -> Summary {
         let _ = self.recv.join();
         let _ = self.build.join();
-        let asm = self.shared.lock();
+        let assembly = self.shared.lock();
         let r = &self.shared.recv;
         Summary {
             stage_failed: self.shared.failed.load(Ordering::Relaxed),
@@ -809,17 +810,17 @@ impl Daemon {
             recv_errors: r.errors.load(Ordering::Relaxed),
             kernel_drops: r.kernel_drops.load(Ordering::Relaxed),
             receiver: recv::RecvStats {
-                errors: r.unusable.load(Ordering::Relaxed),
+                unusable: r.unusable.load(Ordering::Relaxed),
                 starved: r.starved.load(Ordering::Relaxed),
                 rearms: r.rearms.load(Ordering::Relaxed),
                 unstamped: r.unstamped.load(Ordering::Relaxed),
             },
             batches: self.shared.batches.summary(),
-            builder: asm.builder.stats().clone(),
-            publish: asm.publisher.stats(),
-            latency: asm.latency.all().map(|l| (l.name, l.total())).to_vec(),
+            builder: assembly.builder.stats().clone(),
+            publish: assembly.publisher.stats(),
+            latency: assembly.latency.all().map(|l| (l.name, l.total())).to_vec(),
             dump: self.shared.dumping.then(|| self.shared.dump.snapshot()),
-            span: asm.span,
+            span: assembly.span,
             cpu_ns: process_cpu_ns(),
         }
     }
@@ -849,7 +850,9 @@ impl Drop for StageEnd<'_> {
         }
         match self.stage {
             Stage::Receive => {
-                shared.fence.store(clock::now_ns(), Ordering::Release);
+                shared
+                    .built_before
+                    .store(clock::now_ns(), Ordering::Release);
                 shared.recv_done.store(true, Ordering::Release);
                 if let Some(t) = &self.build_thread {
                     t.unpark();
@@ -990,9 +993,9 @@ impl RecvStage {
             } else {
                 None
             };
-            if let Some(mut asm) = inline {
+            if let Some(mut assembly) = inline {
                 for m in batch.drain(..) {
-                    asm.process(&pool, &m);
+                    assembly.process(&pool, &m);
                     rx.release(m.buf);
                 }
                 if n > 0 {
@@ -1002,9 +1005,9 @@ impl RecvStage {
                 // datagram stamped before the check has been built.
                 let caught_up = rx.caught_up();
                 if let Some(t) = caught_up {
-                    shared.fence.store(t, Ordering::Release);
+                    shared.built_before.store(t, Ordering::Release);
                 }
-                asm.housekeeping(caught_up, shared);
+                assembly.housekeeping(caught_up, shared);
             } else if n > 0 {
                 // The whole batch is made visible with one store of the
                 // queue's shared index, so the cache line holding it moves
@@ -1018,7 +1021,7 @@ impl RecvStage {
                 // Under heavy load the socket is never empty and the arrival
                 // stamps move the builder's clock: no check then.
                 if light && let Some(t) = rx.caught_up() {
-                    shared.fence.store(t, Ordering::Release);
+                    shared.built_before.store(t, Ordering::Release);
                 }
                 build_thread.unpark();
             }
@@ -1046,17 +1049,17 @@ fn build_stage(
     let mut built: Vec<BufId> = Vec::with_capacity(BATCH);
     loop {
         // Read before draining: everything stamped before it is in the queue.
-        let fence = shared.fence.load(Ordering::Acquire);
+        let built_before = shared.built_before.load(Ordering::Acquire);
         let done = shared.recv_done.load(Ordering::Acquire);
         let queued = from_recv.slots();
         if queued > 0 || done {
             if queued > 0 && shared.inject_panic == Some(Stage::Build) {
                 panic!("fault injected into the build stage (--inject-panic)");
             }
-            let mut asm = shared.lock();
-            // Everything queued when the fence was read, a batch at a time,
+            let mut assembly = shared.lock();
+            // Everything queued when the watermark was read, a batch at a time,
             // so that emptied buffers go back to the receive stage while the
-            // rest is built. (Only then may the clock move to the fence.)
+            // rest is built. (Only then may the clock move to the watermark.)
             let mut left = queued;
             while left > 0 {
                 let k = left.min(BATCH);
@@ -1068,12 +1071,12 @@ fn build_stage(
                     for next in chunk {
                         prefetch(pool.payload(&next.buf, next.len as usize));
                         if let Some(m) = current.replace(next) {
-                            asm.process(&pool, &m);
+                            assembly.process(&pool, &m);
                             built.push(m.buf);
                         }
                     }
                     if let Some(m) = current {
-                        asm.process(&pool, &m);
+                        assembly.process(&pool, &m);
                         built.push(m.buf);
                     }
                 }
@@ -1082,13 +1085,13 @@ fn build_stage(
                     chunk.fill_from_iter(built.drain(..));
                 }
             }
-            asm.housekeeping(Some(fence), shared);
+            assembly.housekeeping(Some(built_before), shared);
             if done {
-                asm.flush();
+                assembly.flush();
                 return;
             }
             // The receive stage may take the assembly next.
-            drop(asm);
+            drop(assembly);
             // Under load the next batch is due within tens of µs: wait for it
             // awake, so the receive stage's hand-over needs no wake-up call
             // (a futex wake and, on these VMs, ~20 µs for a halted core).
@@ -1126,35 +1129,38 @@ fn prefetch(bytes: &[u8]) {
 }
 
 /// The periodic one-line status.
-fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
-    if asm.status.datagrams == 0 && shared.recv.datagrams.load(Ordering::Relaxed) == 0 {
+fn status_line(assembly: &mut Assembly, shared: &Shared, now: u64) {
+    if assembly.status.datagrams == 0 && shared.recv.datagrams.load(Ordering::Relaxed) == 0 {
         // Nothing yet: say so once per interval without a wall of zeros.
-        asm.status.at_ns = now;
+        assembly.status.at_ns = now;
         info!("status: no datagram received yet");
         return;
     }
-    let dt = since(asm.status.at_ns, now).max(1) as f64 / 1e9;
-    let s = asm.builder.stats();
+    let dt = since(assembly.status.at_ns, now).max(1) as f64 / 1e9;
+    let s = assembly.builder.stats();
     let datagrams = shared.recv.datagrams.load(Ordering::Relaxed);
     let (events, complete) = (s.events(), s.complete);
     let rate = |now: u64, then: u64| (now - then) as f64 / dt;
-    let p = asm.publisher.stats();
+    let p = assembly.publisher.stats();
     let line = format!(
         "{:.0} datagrams/s → {:.1} events/s (complete {:.1}, partial {:.1}) | {} | dropped: refused {} off-timeline {} late {} dup {} kernel {} subscriber-missed ≥{} | pending {}",
-        rate(datagrams, asm.status.datagrams),
-        rate(events, asm.status.events),
-        rate(complete, asm.status.complete),
-        rate(events - complete, asm.status.events - asm.status.complete),
-        describe_waited(asm.builder.waited(), asm.builder.expected()),
+        rate(datagrams, assembly.status.datagrams),
+        rate(events, assembly.status.events),
+        rate(complete, assembly.status.complete),
+        rate(
+            events - complete,
+            assembly.status.events - assembly.status.complete
+        ),
+        describe_waited(assembly.builder.waited(), assembly.builder.expected()),
         s.rejected.iter().sum::<u64>(),
         s.out_of_sync,
         s.late(),
         s.duplicate(),
         shared.recv.kernel_drops.load(Ordering::Relaxed),
         p.overflows,
-        asm.builder.pending(),
+        assembly.builder.pending(),
     );
-    asm.status = StatusState {
+    assembly.status = StatusState {
         at_ns: now,
         datagrams,
         events,
@@ -1162,7 +1168,7 @@ fn status_line(asm: &mut Assembly, shared: &Shared, now: u64) {
     };
     // Latency p50/p99 of each stage over this interval.
     let mut stages = String::new();
-    for l in asm.latency.all_mut() {
+    for l in assembly.latency.all_mut() {
         let q = l.take_interval();
         if q.count > 0 {
             stages.push_str(&format!(
@@ -1259,7 +1265,7 @@ impl fmt::Display for Summary {
             f,
             "receiver: out of buffers {} times (datagrams waited in the socket), \
              io_uring receive re-armed {}, unusable completions {}",
-            r.starved, r.rearms, r.errors
+            r.starved, r.rearms, r.unusable
         )?;
         write!(f, "{}", self.builder)?;
         writeln!(f, "published: {}", self.publish)?;
@@ -1304,7 +1310,7 @@ impl Summary {
             ("build_bound".into(), self.build_bound),
             ("recv_starved".into(), self.receiver.starved),
             ("recv_rearms".into(), self.receiver.rearms),
-            ("recv_unusable".into(), self.receiver.errors),
+            ("recv_unusable".into(), self.receiver.unusable),
             ("queued_batches".into(), self.queued_batches),
             ("first_arrival_ns".into(), self.span.first_arrival_ns),
             ("first_built_ns".into(), self.span.first_built_ns),

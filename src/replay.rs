@@ -24,7 +24,7 @@ use crate::packet::{self, N_MODULES};
 pub fn recorded_settings(dump: &Dump) -> Result<(BuilderConfig, Format), String> {
     let mut cfg = BuilderConfig::default();
     let mut format = Format::V1;
-    for (k, v) in &dump.info().info {
+    for (k, v) in &dump.info().settings {
         if k == "format" {
             format = v
                 .parse()

@@ -245,7 +245,7 @@ fn print_info(d: &Dump) {
         i.created_ns,
         d.len()
     );
-    for (k, v) in &i.info {
+    for (k, v) in &i.settings {
         println!("  {k} = {v}");
     }
 }

@@ -724,7 +724,7 @@ impl Builder {
         len: usize,
         sink: &mut impl EventSink,
     ) -> u32 {
-        self.hear(m);
+        self.note_heard(m);
         let mc = &mut self.stats.modules[m];
         mc.datagrams += 1;
         mc.bytes += len as u64;
@@ -862,7 +862,7 @@ impl Builder {
     }
 
     /// Records a datagram taken from `m` for the expected set.
-    fn hear(&mut self, m: usize) {
+    fn note_heard(&mut self, m: usize) {
         let now = self.now_ns;
         self.modules[m].last_heard_ns = Some(now);
         self.last_accept_ns = Some(now);

@@ -209,7 +209,7 @@ impl Mmsg {
 
     pub(super) fn stats(&self) -> RecvStats {
         RecvStats {
-            errors: 0,
+            unusable: 0,
             starved: self.starved,
             rearms: 0,
             unstamped: self.unstamped,

@@ -53,7 +53,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::metrics::RateLimit;
 
 /// Size of one packet buffer.
 pub const BUF_SIZE: usize = 4096;
@@ -355,7 +357,7 @@ pub struct RecvStats {
     /// io_uring: completions the receiver could not use (their buffers go
     /// straight back to its free stack) and receives ended by an error; logged at
     /// most once a minute. (recvmmsg returns its errors from `recv`.)
-    pub errors: u64,
+    pub unusable: u64,
     /// Times the consumer held every buffer when the receiver needed one;
     /// datagrams waited in the socket queue meanwhile.
     pub starved: u64,
@@ -376,14 +378,14 @@ pub struct RecvStats {
 pub struct Receiver {
     // Field order is drop order: the backend lets go of the kernel's
     // references to the socket and the pool before the socket closes.
-    imp: Imp,
+    state: BackendState,
     socket: UdpSocket,
 }
 
 // One receiver per process: its size does not matter, an extra indirection
 // per call would.
 #[allow(clippy::large_enum_variant)]
-enum Imp {
+enum BackendState {
     Uring(uring::Uring),
     Mmsg(mmsg::Mmsg),
 }
@@ -416,36 +418,36 @@ impl Receiver {
                  takes a datagram, so a stall delays its timeouts"
             );
         }
-        let imp = match mode {
-            IoMode::Recvmmsg => Imp::Mmsg(mmsg::Mmsg::new(fd, pool)),
-            IoMode::Uring => Imp::Uring(
+        let state = match mode {
+            IoMode::Recvmmsg => BackendState::Mmsg(mmsg::Mmsg::new(fd, pool)),
+            IoMode::Uring => BackendState::Uring(
                 uring::Uring::new(fd, pool)
                     .map_err(|e| io::Error::new(e.kind(), format!("io_uring setup: {e}")))?,
             ),
             IoMode::Auto => match uring::Uring::new(fd, Arc::clone(&pool)) {
-                Ok(u) => Imp::Uring(u),
+                Ok(u) => BackendState::Uring(u),
                 Err(e) => {
                     tracing::warn!("io_uring unavailable ({e}): using recvmmsg");
-                    Imp::Mmsg(mmsg::Mmsg::new(fd, pool))
+                    BackendState::Mmsg(mmsg::Mmsg::new(fd, pool))
                 }
             },
         };
-        Ok(Receiver { imp, socket })
+        Ok(Receiver { state, socket })
     }
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self.imp {
-            Imp::Uring(_) => Backend::Uring,
-            Imp::Mmsg(_) => Backend::Recvmmsg,
+        match self.state {
+            BackendState::Uring(_) => Backend::Uring,
+            BackendState::Mmsg(_) => Backend::Recvmmsg,
         }
     }
 
     /// The pool the buffers come from (clone it for the consumer).
     pub fn pool(&self) -> &Arc<PacketPool> {
-        match &self.imp {
-            Imp::Uring(u) => &u.pool,
-            Imp::Mmsg(m) => &m.pool,
+        match &self.state {
+            BackendState::Uring(u) => &u.pool,
+            BackendState::Mmsg(m) => &m.pool,
         }
     }
 
@@ -461,9 +463,9 @@ impl Receiver {
     /// [`crate::clock::now_ns`] when the batch is harvested.
     pub fn recv(&mut self, out: &mut Vec<RecvMeta>, timeout: Duration) -> io::Result<usize> {
         out.reserve(BATCH);
-        match &mut self.imp {
-            Imp::Uring(u) => u.recv(out, timeout),
-            Imp::Mmsg(m) => m.recv(out, timeout),
+        match &mut self.state {
+            BackendState::Uring(u) => u.recv(out, timeout),
+            BackendState::Mmsg(m) => m.recv(out, timeout),
         }
     }
 
@@ -476,9 +478,9 @@ impl Receiver {
     /// batch under load. The time lies [`STAMP_SETTLE_NS`] before the check,
     /// for a datagram stamped but not yet in the socket queue.
     pub fn caught_up(&mut self) -> Option<u64> {
-        let known = match &mut self.imp {
-            Imp::Uring(u) => u.completions_waiting().then_some(None),
-            Imp::Mmsg(m) => m.drained_at().map(Some),
+        let known = match &mut self.state {
+            BackendState::Uring(u) => u.completions_waiting().then_some(None),
+            BackendState::Mmsg(m) => m.drained_at().map(Some),
         };
         let checked = match known {
             Some(None) => return None,
@@ -488,7 +490,7 @@ impl Receiver {
                 if readable(self.socket.as_raw_fd()) {
                     return None;
                 }
-                if let Imp::Uring(u) = &mut self.imp
+                if let BackendState::Uring(u) = &mut self.state
                     && u.completions_waiting()
                 {
                     return None;
@@ -503,17 +505,17 @@ impl Receiver {
     /// ring's tail is published at the next `recv` (one store for a batch);
     /// recvmmsg: back on the free list. Panics if `buf` is of another pool.
     pub fn release(&mut self, buf: BufId) {
-        match &mut self.imp {
-            Imp::Uring(u) => u.release(buf),
-            Imp::Mmsg(m) => m.release(buf),
+        match &mut self.state {
+            BackendState::Uring(u) => u.release(buf),
+            BackendState::Mmsg(m) => m.release(buf),
         }
     }
 
     /// Counters of errors, starvation and re-arms.
     pub fn stats(&self) -> RecvStats {
-        match &self.imp {
-            Imp::Uring(u) => u.stats(),
-            Imp::Mmsg(m) => m.stats(),
+        match &self.state {
+            BackendState::Uring(u) => u.stats(),
+            BackendState::Mmsg(m) => m.stats(),
         }
     }
 
@@ -650,27 +652,30 @@ fn timespec(timeout: Duration) -> libc::timespec {
     }
 }
 
-/// Counts errors and logs at most one a minute, so a persistent fault costs
-/// a counter increment per datagram, not a log line.
-#[derive(Default)]
-struct ErrorLog {
+/// Counts completions the receiver cannot use and logs them through the
+/// one rate limiter ([`RateLimit`], at most a line a minute), so a
+/// persistent fault costs a counter increment per datagram, not a log line.
+struct Unusable {
     count: u64,
-    last_logged: Option<Instant>,
+    log: RateLimit,
 }
 
-impl ErrorLog {
-    const INTERVAL: Duration = Duration::from_secs(60);
+impl Default for Unusable {
+    fn default() -> Unusable {
+        Unusable {
+            count: 0,
+            log: RateLimit::new(60_000_000_000),
+        }
+    }
+}
 
+impl Unusable {
     #[cold]
     fn record(&mut self, what: &str, err: &dyn fmt::Display) {
         self.count += 1;
-        if self
-            .last_logged
-            .is_none_or(|t| t.elapsed() >= Self::INTERVAL)
-        {
-            self.last_logged = Some(Instant::now());
+        if let Some(held) = self.log.allow(crate::clock::mono_ns()) {
             tracing::warn!(
-                "recv: {what}: {err} ({} errors so far; at most one logged per minute)",
+                "recv: {what}: {err} ({} so far, {held} not logged; at most one a minute)",
                 self.count
             );
         }
@@ -681,6 +686,7 @@ impl ErrorLog {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::time::Instant;
 
     const GENEROUS: Duration = Duration::from_secs(2);
 
@@ -765,7 +771,7 @@ mod tests {
         assert_eq!(seen.len(), want, "every datagram arrives");
         assert!(seen.values().all(|&c| c == 1), "and arrives once");
         assert_eq!(rx.kernel_drops(), Some(0));
-        assert_eq!(rx.stats().errors, 0);
+        assert_eq!(rx.stats().unusable, 0);
     }
 
     fn a_datagram_longer_than_max_payload_is_reported_truncated(mode: IoMode) {

@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use super::{
-    BATCH, BUF_SIZE, BufId, CONTROL_LEN, ErrorLog, PAYLOAD_OFFSET, PacketPool, RecvMeta, RecvStats,
-    SOCKADDR_IN_LEN, clamp_timeout, kernel_stamp,
+    BATCH, BUF_SIZE, BufId, CONTROL_LEN, PAYLOAD_OFFSET, PacketPool, RecvMeta, RecvStats,
+    SOCKADDR_IN_LEN, Unusable, clamp_timeout, kernel_stamp,
 };
 use crate::clock::now_ns;
 
@@ -82,7 +82,7 @@ pub(super) struct Uring {
     arms: u64,
     starved: u64,
     unstamped: u64,
-    errors: ErrorLog,
+    errors: Unusable,
 }
 
 // SAFETY: the raw pointers inside (`msghdr`'s null name/control pointers,
@@ -127,7 +127,7 @@ impl Uring {
             arms: 0,
             starved: 0,
             unstamped: 0,
-            errors: ErrorLog::default(),
+            errors: Unusable::default(),
         })
     }
 
@@ -313,7 +313,7 @@ impl Uring {
 
     pub(super) fn stats(&self) -> RecvStats {
         RecvStats {
-            errors: self.errors.count,
+            unusable: self.errors.count,
             starved: self.starved,
             rearms: self.arms.saturating_sub(1),
             unstamped: self.unstamped,

@@ -745,7 +745,7 @@ impl SimConfig {
                         "target {} is not on loopback but source addresses {}.100..131 only \
                          exist on loopback; use --no-bind for a remote target",
                         self.target,
-                        net3(self.source_base)
+                        first_three_octets(self.source_base)
                     ));
                 }
                 IpAddr::V4(_) => {}
@@ -756,7 +756,7 @@ impl SimConfig {
 }
 
 /// `a.b.c` of an IPv4 address.
-fn net3(a: Ipv4Addr) -> String {
+fn first_three_octets(a: Ipv4Addr) -> String {
     let [a, b, c, _] = a.octets();
     format!("{a}.{b}.{c}")
 }
@@ -983,7 +983,7 @@ pub fn loss_drops(seed: u64, p: f64, module: u8, frame: u64) -> bool {
 
 /// The faults of one module, and the datagram it holds back for reordering.
 #[derive(Debug)]
-struct Plan {
+struct ModuleFaults {
     module: u8,
     seed: u64,
     dead: bool,
@@ -1002,7 +1002,7 @@ struct Plan {
     skew: i64,
 }
 
-impl Plan {
+impl ModuleFaults {
     fn new(cfg: &SimConfig, module: u8) -> Self {
         let f = &cfg.faults;
         let mut jumps: Vec<(u64, i64)> = f
@@ -1012,7 +1012,7 @@ impl Plan {
             .map(|&(_, fr, d)| (fr, d))
             .collect();
         jumps.sort_by_key(|j| j.0);
-        Plan {
+        ModuleFaults {
             module,
             seed: cfg.seed,
             dead: f.dead_modules.contains(&module),
@@ -1121,7 +1121,7 @@ impl Plan {
 
 struct ModuleSim {
     model: ModuleModel,
-    plan: Plan,
+    plan: ModuleFaults,
     socket: UdpSocket,
     stats: ModuleStats,
     pending: Items,
@@ -1155,7 +1155,7 @@ impl ModuleSim {
                     format!(
                         "cannot bind source {src}: {e} (source addresses {net}.100..131 only exist \
                          on loopback; use --no-bind for a remote target)",
-                        net = net3(cfg.source_base)
+                        net = first_three_octets(cfg.source_base)
                     ),
                 )
             })?
@@ -1182,7 +1182,7 @@ impl ModuleSim {
         })?;
         Ok(ModuleSim {
             model: ModuleModel::new(cfg.seed, module),
-            plan: Plan::new(cfg, module),
+            plan: ModuleFaults::new(cfg, module),
             socket,
             stats: ModuleStats {
                 module,
@@ -2030,8 +2030,8 @@ mod tests {
     /// What a receiver saw: a well-formed datagram of frame `f`, or a malformed one.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum Seen {
-        F(u64),
-        M(u64),
+        Frame(u64),
+        Malformed(u64),
     }
 
     /// A paced run fast enough for a test.
@@ -2052,9 +2052,9 @@ mod tests {
     fn frames(cfg: &SimConfig, stats: &SimStats, got: &[(u8, Vec<u8>)]) -> BTreeMap<u8, Vec<Seen>> {
         let grid = cfg.grid();
         let k = grid.readouts();
-        let plans: BTreeMap<u8, Plan> = cfg
+        let plans: BTreeMap<u8, ModuleFaults> = cfg
             .module_numbers()
-            .map(|m| (m, Plan::new(cfg, m)))
+            .map(|m| (m, ModuleFaults::new(cfg, m)))
             .collect();
         let frame_ts = |m: u8, f: u64| {
             (stats.first_ts + f * grid.period_ns()).saturating_add_signed(plans[&m].shift(f))
@@ -2099,7 +2099,7 @@ mod tests {
                     expected(*m, f)[..MALFORMED_LEN],
                     "module {m} malformed frame {f}"
                 );
-                Seen::M(f)
+                Seen::Malformed(f)
             } else {
                 let p = parse(d, false, cfg.source_addr(*m), false).expect("a valid datagram");
                 assert_eq!((p.module, p.readouts.len()), (*m, k));
@@ -2108,7 +2108,7 @@ mod tests {
                     d[..] == expected(*m, f)[..],
                     "module {m} frame {f}: bytes differ from the model"
                 );
-                Seen::F(f)
+                Seen::Frame(f)
             };
             out.entry(*m).or_default().push(seen);
         }
@@ -2116,7 +2116,7 @@ mod tests {
     }
 
     fn all_frames(count: u64) -> Vec<Seen> {
-        (0..count).map(Seen::F).collect()
+        (0..count).map(Seen::Frame).collect()
     }
 
     #[test]
@@ -2332,7 +2332,7 @@ mod tests {
         for m in [0u8, 1] {
             let want: Vec<Seen> = (0..200)
                 .filter(|&f| !loss_drops(SEED, 0.3, m, f))
-                .map(Seen::F)
+                .map(Seen::Frame)
                 .collect();
             assert!((100..180).contains(&want.len()), "{}", want.len());
             assert_eq!(seen[&m], want);
@@ -2367,7 +2367,7 @@ mod tests {
         let mut cfg = paced(2, 6);
         cfg.faults.skip = vec![(0, 2), (1, 0), (1, 5)];
         let (seen, stats) = in_every_mode(cfg);
-        use Seen::F;
+        use Seen::Frame as F;
         assert_eq!(seen[&0], [F(0), F(1), F(3), F(4), F(5)]);
         assert_eq!(seen[&1], [F(1), F(2), F(3), F(4)]);
         assert_eq!((stats.modules[0].dropped, stats.modules[1].dropped), (1, 2));
@@ -2378,7 +2378,7 @@ mod tests {
         let mut cfg = paced(2, 7);
         cfg.faults.malformed_every = 3;
         let (seen, stats) = in_every_mode(cfg);
-        use Seen::{F, M};
+        use Seen::{Frame as F, Malformed as M};
         for m in [0, 1] {
             assert_eq!(
                 seen[&m],
@@ -2394,14 +2394,14 @@ mod tests {
         let mut cfg = paced(2, 5);
         cfg.faults.duplicate_every = 2;
         let (seen, stats) = in_every_mode(cfg);
-        use Seen::F;
+        use Seen::Frame as F;
         assert_eq!(seen[&1], [F(0), F(1), F(1), F(2), F(3), F(3), F(4)]);
         assert_eq!((stats.sent(), stats.duplicates()), (14, 4));
     }
 
     #[test]
     fn reordering_swaps_datagram_n_and_n_plus_1() {
-        use Seen::F;
+        use Seen::Frame as F;
         let mut cfg = paced(2, 7);
         cfg.faults.reorder_every = 3;
         let (seen, _) = in_every_mode(cfg.clone());
@@ -2426,7 +2426,7 @@ mod tests {
         let (seen, stats) = in_every_mode(cfg.clone());
         assert_eq!(seen[&0], all_frames(6));
         assert_eq!(seen[&1], all_frames(6));
-        let plan = Plan::new(&cfg, 1);
+        let plan = ModuleFaults::new(&cfg, 1);
         assert_eq!(
             (0..6).map(|f| plan.shift(f)).collect::<Vec<_>>(),
             [
