@@ -223,8 +223,7 @@ impl Mapping {
         let raw = memmap2::MmapOptions::new().len(len).map_raw(file)?;
         // Ask for 2 MiB folios where the filesystem has them (ext4 since
         // Linux 6.16): one fault, one zero-fill and one page table entry per
-        // 2 MiB instead of 512 of each. Measured populating a fallocated
-        // ext4 file: ~500 ns per 4 KiB against ~650 without. Best effort.
+        // 2 MiB instead of 512 of each (docs/performance.md). Best effort.
         let _ = raw.advise(memmap2::Advice::HugePage);
         Ok(Mapping { raw })
     }

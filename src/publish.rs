@@ -21,8 +21,7 @@
 //! the builder's slot; libzmq's free callback, on whichever thread drops the
 //! last reference, hands the buffer back through a bounded channel. With
 //! every spare in flight (a slow subscriber) it falls back to a copying send.
-//! Measured: a copying send of 16 920 bytes costs ~2.2 µs on cold caches, a
-//! lent one ~0.2 µs (docs/performance.md).
+//! A lent send costs a tenth of a copying one (docs/design.md, "Publishing").
 
 use std::ffi::c_void;
 use std::fmt;

@@ -54,9 +54,9 @@ const SQ_ENTRIES: u32 = 4;
 /// Buffers kept in the kernel's ring; the rest of the pool waits on a
 /// last-in first-out stack. The kernel takes ring buffers in ring order, so
 /// a ring holding the whole pool would cycle through all of it and write
-/// each datagram into the buffer used longest ago (measured: draining with
-/// 4096 buffers in the ring, 0.90 Mpps against 1.10 with 256). Four batches
-/// is enough for the ~33 completions the kernel produces per wait.
+/// each datagram into the buffer used longest ago (docs/design.md,
+/// "Receiving", has the drain rates). Four batches is enough for the
+/// completions the kernel produces per wait.
 const RING_FILL: usize = 4 * BATCH;
 
 pub(super) struct Uring {
@@ -200,10 +200,8 @@ impl Uring {
     /// anything: `io_uring_enter` with `GETEVENTS` and no minimum.
     ///
     /// A wait with a zero timeout is not the same: the kernel still arms the
-    /// timer and sleeps until it fires, and on these VMs a core that goes to
-    /// sleep costs ~20 µs to come back. Measured busy-polling at the real
-    /// rate: the call that took the last datagram of a burst spent 20-29 µs
-    /// in the kernel, which was most of the p99.
+    /// timer and sleeps until it fires, and a core that goes to sleep takes
+    /// long to come back (docs/design.md, "Receiving").
     fn enter_without_waiting(&mut self) -> io::Result<()> {
         /// `IORING_ENTER_GETEVENTS` (linux/io_uring.h).
         const GETEVENTS: u32 = 1;

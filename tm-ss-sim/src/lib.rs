@@ -34,13 +34,8 @@
 //! rate (it sleeps between frames), never allocate per datagram, and never
 //! print: [`run`] returns [`SimStats`] and callers decide what to show.
 //!
-//! Cost, 32 modules paced, on one core of a shared 2-core VM against a
-//! receiver on the other: at the real camera's rate (800 datagrams/s, 512 000
-//! pixel values/s, every one evaluated) ~0.9 % of a core, ~0.55 % of it the
-//! kernel's loopback send path (which also charges the sender for the
-//! receiving side's softirq work and wake-ups); at 100× (80 000 datagrams/s)
-//! ~23 %, as much as with no pixel model at all: the refresh rule keeps the
-//! model at 512 000 values/s and the sends are the rest.
+//! Its own cost, paced at the real rate and at 100×, is in
+//! docs/performance.md ("The simulator").
 
 use std::fmt;
 use std::io;
