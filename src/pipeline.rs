@@ -529,7 +529,7 @@ impl Assembly {
         }
         if left != 0 {
             warn!(
-                "modules silent for {}: {} (no longer waited for; now {})",
+                "modules with no usable datagram for {}: {} (no longer waited for; now {})",
                 human_ns(self.builder.config().module_timeout_ns),
                 builder::format_module_set(left),
                 describe(expected)

@@ -86,6 +86,15 @@ impl Span {
     }
 }
 
+/// The timestamps the active modules cover now (see `camera_time`).
+#[derive(Clone, Copy, Debug)]
+struct CameraSpan {
+    /// The oldest of their newest timestamps.
+    oldest: u64,
+    /// The newest of them, moved on by the arrival time since.
+    newest: u64,
+}
+
 /// A datagram held as suspect.
 struct Held {
     span: Span,
@@ -301,12 +310,12 @@ impl Timeline {
             }
             return self.step(m, d, 0);
         };
+        let (camera, span) = camera;
         let tol = self.tol(camera.period());
-        let moved_on = arrival.saturating_sub(camera.arrival);
-        let ahead_limit = camera.last.saturating_add(moved_on);
+        let ahead_limit = span.newest;
         let in_line = d.first <= ahead_limit.saturating_add(tol)
             && d.last <= ahead_limit.saturating_add(2 * tol)
-            && (d.last.saturating_add(tol) >= camera.last
+            && (d.last.saturating_add(tol) >= span.oldest
                 || (self.lines[m].is_none() && pending_from.is_some_and(|p| d.first >= p)));
         if in_line {
             self.drop_held(m);
@@ -345,7 +354,9 @@ impl Timeline {
             self.count_out_of_sync(m, rs.len());
             self.off |= bit;
             self.off_span[m] = Some(d);
-            self.off_offset[m] = clamp_i64(d.first as i128 - camera.last as i128);
+            // How far off the next readout the camera expects.
+            let due = camera.last.saturating_add(camera.spacing);
+            self.off_offset[m] = clamp_i64(d.first as i128 - due as i128);
             self.counters[m].off_episodes += 1;
             self.changed = true;
             self.runs[m] = 0;
@@ -400,8 +411,15 @@ impl Timeline {
 
     /// The camera's time as module `m` sees it at `now`: the line (lower
     /// median by its last timestamp) of the other active modules on the
-    /// timeline. None if there are none.
-    fn camera_time(&self, m: usize, now: u64) -> Option<Span> {
+    /// timeline, and the span the others cover (None if there are none).
+    ///
+    /// The span runs from the oldest of their newest timestamps to the
+    /// newest, each moved on by the arrival time since (so a module that
+    /// fell silent does not hold it back), the extreme one on each side left
+    /// out once there are four: modules can be a batch apart (a flood sends
+    /// each module's 64 datagrams in turn; the kernel drops some of them
+    /// under overload), and a datagram anywhere among them is in line.
+    fn camera_time(&self, m: usize, now: u64) -> Option<(Span, CameraSpan)> {
         let mut v = [Span {
             first: 0,
             last: 0,
@@ -409,6 +427,7 @@ impl Timeline {
             spacing: 0,
             arrival: 0,
         }; N_MODULES];
+        let mut ahead = [0u64; N_MODULES];
         let mut n = 0;
         for (x, line) in self.lines.iter().enumerate() {
             if x == m || self.off & (1 << x) != 0 || !self.active(x, now) {
@@ -416,15 +435,23 @@ impl Timeline {
             }
             if let Some(l) = line {
                 v[n] = *l;
+                ahead[n] = l.last.saturating_add(now.saturating_sub(l.arrival));
                 n += 1;
             }
         }
         if n == 0 {
             return None;
         }
+        let trim = usize::from(n >= 4);
         let v = &mut v[..n];
+        let ahead = &mut ahead[..n];
         v.sort_unstable_by_key(|s| s.last);
-        Some(v[(n - 1) / 2])
+        ahead.sort_unstable();
+        let span = CameraSpan {
+            oldest: v[trim].last,
+            newest: ahead[n - 1 - trim],
+        };
+        Some((v[(n - 1) / 2], span))
     }
 
     /// If more than half of the active modules (`m` with `d` among them) are
