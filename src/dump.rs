@@ -42,6 +42,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -1064,6 +1065,10 @@ pub enum DumpError {
         path: PathBuf,
         what: &'static str,
     },
+    /// A FIFO, a device, a socket: not a regular file.
+    NotAFile {
+        path: PathBuf,
+    },
     /// A running ssdaqd is writing it (it holds the file's lock).
     BeingWritten {
         path: PathBuf,
@@ -1100,6 +1105,11 @@ impl std::fmt::Display for DumpError {
                 f,
                 "{}: a running ssdaqd is writing this file; it can be read once closed \
                  (when the dump moves to its next file, or ssdaqd stops)",
+                path.display()
+            ),
+            DumpError::NotAFile { path } => write!(
+                f,
+                "{}: not a regular file (a FIFO, a device or a socket): a dump is a file",
                 path.display()
             ),
             DumpError::Unlockable { path, source } => write!(
@@ -1182,7 +1192,17 @@ impl Dump {
             path: path.clone(),
             source,
         };
-        let file = File::open(&path).map_err(io_err)?;
+        // A FIFO would block the open and a device be read forever: open
+        // without blocking (no effect on a regular file), then refuse
+        // anything that is not a regular file.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(io_err)?;
+        if !file.metadata().map_err(io_err)?.is_file() {
+            return Err(DumpError::NotAFile { path });
+        }
         // The writer locks a file exclusively from its creation until it is
         // closed; a closed file is never opened for writing again, so a
         // check here is enough.

@@ -263,6 +263,8 @@ struct Shared {
     /// queued: the build stage may move the builder's clock to it.
     built_before: AtomicU64,
     stop: Arc<AtomicBool>,
+    /// Stop without draining the socket ([`Daemon::hurry`]).
+    hurry: Arc<AtomicBool>,
     recv_done: AtomicBool,
     /// The build stage has ended (after `recv_done`, or by a panic).
     build_done: AtomicBool,
@@ -715,6 +717,7 @@ impl Daemon {
             assembly: Mutex::new(assembly),
             built_before: AtomicU64::new(now),
             stop,
+            hurry: Arc::new(AtomicBool::new(false)),
             recv_done: AtomicBool::new(false),
             build_done: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -792,6 +795,13 @@ impl Daemon {
 
     /// Waits for the stop flag, then for both stages: the build stage
     /// flushes every pending event before it ends. Returns the run's summary.
+    /// A flag that, set with the stop flag, stops the daemon without taking
+    /// what still waits in the socket: pending events are flushed and the
+    /// dump is closed all the same. For an operator's second stop signal.
+    pub fn hurry(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.shared.hurry)
+    }
+
     pub fn wait(self) -> Summary {
         let _ = self.recv.join();
         let _ = self.build.join();
@@ -909,7 +919,10 @@ impl RecvStage {
                 draining = Some((clock::mono_ns() + DRAIN_ON_STOP_NS, 0));
             }
             if let Some((until, empty_polls)) = draining {
-                if empty_polls >= 2 || clock::mono_ns() >= until {
+                if empty_polls >= 2
+                    || clock::mono_ns() >= until
+                    || shared.hurry.load(Ordering::Relaxed)
+                {
                     break;
                 }
             }

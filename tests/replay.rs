@@ -331,3 +331,55 @@ fn replay_publishes_like_the_daemon_and_info_surveys_without_building() {
         "published replay equals the live v2 stream"
     );
 }
+
+#[test]
+fn a_fifo_is_refused_at_once_instead_of_blocking() {
+    // Before: opening a FIFO named run.raw blocked the reader forever.
+    let dir = tmpdir("fifo");
+    let fifo = dir.join("run.raw");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for arg in [&fifo, &dir] {
+        let r = replay(&[arg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+}
+
+#[test]
+fn a_paced_replay_stops_promptly_on_a_signal() {
+    // Before: a replay paced over a gap (or at --speed 1e-300) slept
+    // through Ctrl-C until the next record was due.
+    let dir = tmpdir("paced");
+    let dump = dir.join("run.raw");
+    let mut d = Ssdaqd::start(&["--dump", dump.to_str().unwrap()]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(2, d.port);
+    for f in 0..3 {
+        cam.send(0, f);
+        cam.send(1, f);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    receive(&mut sub, 30);
+    assert!(d.stop().0.success());
+    let child = Command::new(bin("ssdaq-replay"))
+        .args([dump.to_str().unwrap(), "--speed", "1e-300"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let asked = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = asked.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        took < Duration::from_secs(2),
+        "stopped after {took:?}: {err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("replayed in"), "with its summary: {err}");
+}

@@ -56,6 +56,9 @@ struct Cli {
     build: BuilderArgs,
 }
 
+/// The longest a paced replay sleeps before it looks at the stop flag again.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+
 /// How fast to replay: as fast as possible, or the recorded pace sped up.
 #[derive(Clone, Copy)]
 enum Speed {
@@ -175,10 +178,17 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         if let Speed::Factor(factor) = cli.speed {
             let first = *first_arrival.get_or_insert(r.arrival_ns);
-            let due =
-                Duration::from_nanos(((r.arrival_ns.saturating_sub(first)) as f64 / factor) as u64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+            let due = Duration::try_from_secs_f64(
+                (r.arrival_ns.saturating_sub(first)) as f64 / 1e9 / factor,
+            )
+            .unwrap_or(Duration::MAX);
+            // In short sleeps, so a signal stops a replay paced over a gap
+            // in the dump (or at a tiny --speed) within STOP_CHECK.
+            while !stop.load(Ordering::Relaxed) {
+                let Some(wait) = due.checked_sub(started.elapsed()) else {
+                    break;
+                };
+                std::thread::sleep(wait.min(STOP_CHECK));
             }
         }
         !stop.load(Ordering::Relaxed)

@@ -14,6 +14,8 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use ssdaq::builder::{BuilderConfig, format_module_set};
 use ssdaq::cli::{self, BuilderArgs};
 use ssdaq::dump::DumpConfig;
@@ -22,7 +24,7 @@ use ssdaq::listen::EventListener;
 use ssdaq::pipeline::{Daemon, DaemonConfig, Stage};
 use ssdaq::publish;
 use ssdaq::recv::IoMode;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -149,10 +151,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).filter(|&n| n > 0).ok_or_else(bad)
 }
 
-/// Why ssdaqd did not run: a flag to fix (exit 2) or the environment (exit 1).
+/// The shortest interval between status lines.
+const MIN_STATUS: Duration = Duration::from_millis(100);
+
+/// Why ssdaqd did not end cleanly: a flag to fix (exit 2), the environment
+/// (exit 1), or an operator's second stop signal (exit 3).
 enum Failure {
     Usage(String),
     Run(String),
+    Hurried,
 }
 
 fn config(cli: &Cli) -> Result<DaemonConfig, Failure> {
@@ -160,7 +167,28 @@ fn config(cli: &Cli) -> Result<DaemonConfig, Failure> {
         .build
         .apply(BuilderConfig::default())
         .map_err(Failure::Usage)?;
+    if !(cli.status.is_zero() || cli.status >= MIN_STATUS) {
+        return Err(Failure::Usage(format!(
+            "--status {:?}: must be 0 (no status line) or at least {MIN_STATUS:?}",
+            cli.status
+        )));
+    }
+    if let Some(path) = &cli.dump
+        && let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_dir()
+        && !meta.is_file()
+    {
+        return Err(Failure::Usage(format!(
+            "--dump {}: is a device, FIFO or socket; give a directory, or the name of a new file",
+            path.display()
+        )));
+    }
     if let Some((a, b)) = cli.cores {
+        if a == b {
+            return Err(Failure::Usage(format!(
+                "--cores {a},{b}: the two stages need two different cores (unpinned, omit --cores)"
+            )));
+        }
         let ids: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .iter()
@@ -234,6 +262,7 @@ fn main() -> ExitCode {
             eprintln!("ssdaqd: {msg}");
             ExitCode::from(1)
         }
+        Err(Failure::Hurried) => ExitCode::from(EXIT_HURRIED),
     }
 }
 
@@ -245,13 +274,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while shutting down exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
-            .expect("installing a signal handler");
-        signal_hook::flag::register(sig, stop.clone()).expect("installing a signal handler");
-    }
+    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Failure::Run(format!("cannot handle signals: {e}")))?;
+    let signals_handle = signals.handle();
     let daemon = Daemon::start(cfg, stop.clone()).map_err(|e| Failure::Run(e.to_string()))?;
+    let hurried = Arc::new(AtomicBool::new(false));
+    let signal_thread = {
+        let (stop, hurry, hurried) = (stop.clone(), daemon.hurry(), hurried.clone());
+        std::thread::spawn(move || on_signals(signals, &stop, &hurry, &hurried))
+    };
     let demo = cli.demo.then(|| Demo::start(&daemon, stop.clone()));
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -266,13 +297,67 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     if let Some(d) = demo {
         d.finish();
     }
+    signals_handle.close();
+    let _ = signal_thread.join();
     eprint!("{summary}");
     if summary.stage_failed {
         return Err(Failure::Run(
             "stopped because a pipeline stage failed (its panic is logged above)".into(),
         ));
     }
+    if hurried.load(Ordering::Relaxed) {
+        return Err(Failure::Hurried);
+    }
     Ok(())
+}
+
+/// A second stop signal within this long is the same stop (`timeout`, a
+/// process group or systemd may deliver one signal twice).
+const SAME_STOP: Duration = Duration::from_secs(1);
+
+/// Exit status of a run stopped at once by a second signal.
+const EXIT_HURRIED: u8 = 3;
+
+/// Turns signals into stops. SIGINT or SIGTERM stops (datagrams waiting in
+/// the socket still built); the same again within [`SAME_STOP`] is one stop;
+/// a later one stops at once (pending events flushed, the dump closed, exit
+/// 3); a third exits at once. SIGHUP is logged and ignored: a dropped
+/// terminal must not end a night's run.
+fn on_signals(mut signals: Signals, stop: &AtomicBool, hurry: &AtomicBool, hurried: &AtomicBool) {
+    let mut first: Option<Instant> = None;
+    for sig in signals.forever() {
+        let name = match sig {
+            SIGINT => "SIGINT",
+            SIGTERM => "SIGTERM",
+            _ => "SIGHUP",
+        };
+        if sig == SIGHUP {
+            warn!("SIGHUP ignored: ssdaqd keeps running; stop it with SIGINT or SIGTERM");
+            continue;
+        }
+        match first {
+            None => {
+                info!("{name}: stopping");
+                first = Some(Instant::now());
+                stop.store(true, Ordering::Relaxed);
+            }
+            Some(t) if t.elapsed() < SAME_STOP => {
+                info!("{name} again within {SAME_STOP:?}: the same stop");
+            }
+            Some(_) if !hurried.load(Ordering::Relaxed) => {
+                warn!(
+                    "{name} again: stopping at once (not taking what waits in the socket); \
+                     pending events are flushed and the dump closed; exit {EXIT_HURRIED}"
+                );
+                hurried.store(true, Ordering::Relaxed);
+                hurry.store(true, Ordering::Relaxed);
+            }
+            Some(_) => {
+                eprintln!("ssdaqd: {name} a third time: exiting now, without a summary");
+                std::process::exit(i32::from(EXIT_HURRIED));
+            }
+        }
+    }
 }
 
 /// `--demo`: a simulated camera feeding the daemon, and a subscriber printing events.
