@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
-use crate::builder::{BuilderConfig, Setting, parse_module_set};
+use crate::builder::{BuilderConfig, Net, Setting, parse_module_set};
 use crate::event::Format;
 use crate::recv::IoMode;
 
@@ -60,6 +60,11 @@ pub struct BuilderArgs {
     /// Run number written into every event [default: 0].
     #[arg(long)]
     pub run_number: Option<u64>,
+    /// Take datagrams only from this network as modules, e.g.
+    /// 10.0.1.0/24 (repeatable); others are refused as unknown sources,
+    /// counted by address [default: any source].
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<Net>,
 }
 
 impl BuilderArgs {
@@ -88,6 +93,9 @@ impl BuilderArgs {
         }
         if let Some(v) = self.run_number {
             cfg.run_number = v;
+        }
+        if !self.allow.is_empty() {
+            cfg.allow = self.allow.clone();
         }
         cfg.validate().map_err(|e| e.describe(flag))?;
         Ok(cfg)

@@ -331,6 +331,8 @@ struct Assembly {
     expected_logged: u32,
     /// What the timeline log has said so far.
     off_logged: u32,
+    /// Sources outside the camera's addresses logged so far.
+    odd_logged: usize,
     steps_logged: u64,
     out_of_sync_logged: u64,
     status: StatusState,
@@ -509,8 +511,17 @@ impl Assembly {
         shared.next_wake.store(next, Ordering::Relaxed);
     }
 
-    /// Logs changes of the expected set.
+    /// Logs changes of the expected set, and each source outside the
+    /// camera's addresses taken as a module, once.
     fn log_modules(&mut self) {
+        let odd = &self.builder.stats().odd_sources;
+        for (addr, m) in &odd[self.odd_logged.min(odd.len())..] {
+            warn!(
+                "datagrams from {addr} are taken as module {m} (last octet % 100, PROTOCOL.md §2; \
+                 the camera's modules send from .100-.131; --allow limits which sources are modules)"
+            );
+        }
+        self.odd_logged = odd.len();
         let expected = self.builder.expected();
         if expected == self.expected_logged {
             return;
@@ -704,6 +715,7 @@ impl Daemon {
             expected_logged: cfg.builder.modules.unwrap_or(0),
             off_logged: 0,
             steps_logged: 0,
+            odd_logged: 0,
             out_of_sync_logged: 0,
             status: StatusState {
                 at_ns: now,

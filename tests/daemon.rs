@@ -462,3 +462,35 @@ fn the_demo_shows_events_flowing() {
         "the demo printed {lines} complete events:\n{stdout}"
     );
 }
+
+#[test]
+fn a_source_outside_the_camera_is_named_once_and_allow_refuses_it_by_address() {
+    // Before: 127.0.0.1, .2 and .200 became modules 1, 2 and 0 without a word.
+    let host = Ipv4Addr::new(127, 0, 0, 1);
+    let mut d = Ssdaqd::start(&[]);
+    let cam = Camera::new(2, d.port);
+    for f in 0..3 {
+        cam.send_from(host, &Camera::datagram(1, f));
+    }
+    d.wait_for("datagrams from 127.0.0.1 are taken as module 1");
+    cam.send(0, 0);
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(log.matches("datagrams from 127.0.0.1").count(), 1, "{log}");
+
+    // --allow: only the camera's addresses are modules.
+    let d = Ssdaqd::start(&["--allow", "127.0.0.96/27", "--allow", "127.0.0.128/30"]);
+    let cam = Camera::new(2, d.port);
+    for f in 0..3 {
+        cam.send_from(host, &Camera::datagram(1, f));
+        cam.send(1, f);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("unknown source 127.0.0.1: 3 datagrams"),
+        "refused, counted by address: {log}"
+    );
+    assert!(!log.contains("are taken as module"), "{log}");
+}

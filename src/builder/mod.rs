@@ -110,6 +110,49 @@ pub struct BuilderConfig {
     /// still built (a swapped pair), and a module's newer datagram shows
     /// its older one lost only once this long has passed.
     pub reorder_ns: u64,
+    /// The only networks modules send from; empty: any source (the module
+    /// is then the last octet's rule alone, PROTOCOL.md §2). A datagram
+    /// from elsewhere is refused as an unknown source, counted by address.
+    pub allow: Vec<Net>,
+}
+
+/// An IPv4 network, `a.b.c.d/len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net {
+    addr: u32,
+    len: u8,
+}
+
+impl Net {
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+        u32::from(ip) & mask == self.addr & mask
+    }
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.addr), self.len)
+    }
+}
+
+impl std::str::FromStr for Net {
+    type Err = String;
+    /// `a.b.c.d/len`, or a bare address (`/32`).
+    fn from_str(s: &str) -> Result<Net, String> {
+        let bad = || format!("`{s}` is not a network like 10.0.1.0/24 or 127.0.0.100");
+        let (a, len) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+        let len: u8 = len.trim().parse().map_err(|_| bad())?;
+        if len > 32 {
+            return Err(bad());
+        }
+        Ok(Net {
+            addr: u32::from(addr),
+            len,
+        })
+    }
 }
 
 impl Default for BuilderConfig {
@@ -123,6 +166,7 @@ impl Default for BuilderConfig {
             run_number: 0,
             slots: 1024,
             reorder_ns: DEFAULT_REORDER_NS,
+            allow: Vec::new(),
         }
     }
 }
@@ -271,6 +315,15 @@ impl BuilderConfig {
             ("run_number", self.run_number.to_string()),
             ("slots", self.slots.to_string()),
             ("reorder_ns", self.reorder_ns.to_string()),
+            (
+                "allow",
+                if self.allow.is_empty() {
+                    "any".to_string()
+                } else {
+                    let nets: Vec<String> = self.allow.iter().map(Net::to_string).collect();
+                    nets.join(",")
+                },
+            ),
         ];
         v.drain(..).map(|(k, v)| (k.to_string(), v)).collect()
     }
@@ -292,6 +345,14 @@ impl BuilderConfig {
             "run_number" => self.run_number = num(value)?,
             "slots" => self.slots = num(value)? as usize,
             "reorder_ns" => self.reorder_ns = num(value)?,
+            "allow" if value == "any" => self.allow.clear(),
+            "allow" => {
+                self.allow = value
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("allow={value}: {e}"))?
+            }
             // Written by ssdaqd before 0.2: the timeline no longer needs it.
             "max_jump_ns" => {}
             _ => return Ok(false),
@@ -477,6 +538,9 @@ pub struct ModuleCounters {
 /// How many distinct unknown source addresses are counted individually.
 pub const UNKNOWN_SOURCES: usize = 16;
 
+/// The last octets the camera's modules send from (PROTOCOL.md §2).
+const CAMERA_OCTETS: std::ops::RangeInclusive<u8> = 100..=131;
+
 /// Everything the builder counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BuilderStats {
@@ -491,6 +555,9 @@ pub struct BuilderStats {
     pub unknown_sources: Vec<(Ipv4Addr, u64)>,
     /// Unknown-source datagrams from addresses beyond the first 16.
     pub unknown_other: u64,
+    /// Sources outside `.100`–`.131` taken as modules by the last octet,
+    /// with the module each was taken as (the first 16, in order seen).
+    pub odd_sources: Vec<(Ipv4Addr, u8)>,
     /// Events emitted, by [`Emit`] reason.
     pub emitted: [u64; Emit::ALL.len()],
     /// Events emitted with every module waited for present.
@@ -634,6 +701,7 @@ impl Builder {
             next_event: 1,
             stats: BuilderStats {
                 unknown_sources: Vec::with_capacity(UNKNOWN_SOURCES),
+                odd_sources: Vec::with_capacity(UNKNOWN_SOURCES),
                 ..Default::default()
             },
             cfg,
@@ -694,6 +762,10 @@ impl Builder {
     /// places its readouts, and emits every event that became ready.
     pub fn push(&mut self, d: Datagram<'_>, sink: &mut impl EventSink) -> Outcome {
         self.advance(d.arrival_ns, sink);
+        if !self.cfg.allow.is_empty() && !self.cfg.allow.iter().any(|n| n.contains(d.src)) {
+            self.count_reject(Reject::UnknownSource, d.src);
+            return Outcome::Rejected(Reject::UnknownSource);
+        }
         let pkt = match packet::parse(d.payload, d.truncated, d.src, self.cfg.relaxed_ip) {
             Ok(p) => p,
             Err(cause) => {
@@ -702,6 +774,9 @@ impl Builder {
             }
         };
         let m = pkt.module as usize;
+        if !CAMERA_OCTETS.contains(&d.src.octets()[3]) {
+            self.note_odd_source(d.src, pkt.module);
+        }
         let pending_from = self.order.front().map(|&id| {
             self.meta[id as usize]
                 .anchor
@@ -835,6 +910,17 @@ impl Builder {
             }
         }
         self.next_module_expiry_ns = next;
+    }
+
+    /// Remembers a source outside the camera's `.100`–`.131` taken as
+    /// module `m` (the first [`UNKNOWN_SOURCES`] of them), for one log line
+    /// each.
+    #[cold]
+    fn note_odd_source(&mut self, src: Ipv4Addr, m: u8) {
+        let odd = &mut self.stats.odd_sources;
+        if odd.len() < UNKNOWN_SOURCES && !odd.iter().any(|(a, _)| *a == src) {
+            odd.push((src, m));
+        }
     }
 
     fn count_reject(&mut self, cause: Reject, src: Ipv4Addr) {
@@ -1854,6 +1940,40 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.set_pair("format", "v1"), Ok(false));
         assert!(back.set_pair("window_ns", "x").is_err());
+    }
+
+    #[test]
+    fn sources_outside_allow_are_refused_by_address_and_odd_ones_noted() {
+        let allow = vec![
+            "127.0.0.96/27".parse().unwrap(),
+            "127.0.0.128/30".parse().unwrap(),
+        ];
+        let mut r = Rig::new(BuilderConfig {
+            allow,
+            ..Default::default()
+        });
+        let stray = Ipv4Addr::new(127, 0, 0, 1);
+        let ts = [T0, T0 + SPACING];
+        assert_eq!(
+            r.push_raw(&bytes(1, &ts), stray, T0),
+            Outcome::Rejected(Reject::UnknownSource)
+        );
+        assert!(matches!(r.send(1, &ts, T0 + 1), Outcome::Accepted { .. }));
+        let s = r.b.stats();
+        assert_eq!(s.unknown_sources, vec![(stray, 1)]);
+        assert_eq!(
+            s.modules[1].datagrams, 1,
+            "only the camera's module 1 counted"
+        );
+        assert!(s.odd_sources.is_empty());
+        // Without --allow the last octet's rule stays, and the address is noted.
+        let mut open = Rig::new(BuilderConfig::default());
+        for at in [T0, T0 + 40 * MS] {
+            open.push_raw(&bytes(1, &[at, at + SPACING]), stray, at);
+        }
+        assert_eq!(open.b.stats().odd_sources, vec![(stray, 1)]);
+        assert!("10.0.0.0/33".parse::<Net>().is_err());
+        assert!("127.0.0.100".parse::<Net>().unwrap().contains(src(0)));
     }
 
     #[test]
