@@ -439,6 +439,29 @@ fn info_text(pairs: &[(String, String)], limit: usize) -> String {
     text
 }
 
+/// The header text's last line: `crc32=` and 8 hex digits of the CRC-32 of
+/// the lines before it, so a header edited by hand (a changed `window_ns`
+/// would silently change what a replay builds) is refused.
+const CHECKSUM_KEY: &str = "crc32=";
+const CHECKSUM_LINE_LEN: usize = CHECKSUM_KEY.len() + 8 + 1;
+
+fn with_checksum(mut text: String) -> String {
+    let crc = crc32fast::hash(text.as_bytes());
+    text.push_str(&format!("{CHECKSUM_KEY}{crc:08x}\n"));
+    text
+}
+
+/// Checks the header text's checksum line, if it has one (dumps before 0.2
+/// have none).
+fn checksum_ok(text: &str) -> bool {
+    let body = text.trim_end_matches('\n');
+    let at = body.rfind('\n').map_or(0, |i| i + 1);
+    let Some(hex) = body[at..].strip_prefix(CHECKSUM_KEY) else {
+        return true;
+    };
+    u32::from_str_radix(hex, 16).is_ok_and(|crc| crc == crc32fast::hash(&text.as_bytes()[..at]))
+}
+
 /// Everything the helper needs to create files.
 struct FileMaker {
     naming: Naming,
@@ -695,7 +718,10 @@ impl DumpWriter {
     /// ssdaqd refuses to start) and starts the helper thread.
     pub fn create(cfg: &DumpConfig, stats: Arc<DumpStats>) -> io::Result<DumpWriter> {
         let created_ns = crate::clock::now_ns();
-        let info = info_text(&cfg.info, HEADER_LEN - FILE_HEADER_FIXED);
+        let info = with_checksum(info_text(
+            &cfg.info,
+            HEADER_LEN - FILE_HEADER_FIXED - CHECKSUM_LINE_LEN,
+        ));
         let max_file_size = (cfg.max_file_size as usize).max(HEADER_LEN + record_len(MAX_PAYLOAD));
         let chunk_size = (cfg.chunk_size as usize).max(2 * WINDOW);
         let mut header = vec![0u8; HEADER_LEN];
@@ -1246,6 +1272,13 @@ impl Dump {
         }
         let text_len = (h.info_len.get() as usize).min(HEADER_LEN - FILE_HEADER_FIXED);
         let text = String::from_utf8_lossy(&rest[..text_len]);
+        if !checksum_ok(&text) {
+            return Err(DumpError::BadHeader {
+                path,
+                what: "its settings text was changed after it was written (the crc32 line \
+                       does not match); replay the original file",
+            });
+        }
         let info = text
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -1817,6 +1850,35 @@ mod tests {
         // Short text is left alone.
         let short = [("a".to_string(), "b\nc".to_string())];
         assert_eq!(info_text(&short, limit), "a=b c\n");
+    }
+
+    #[test]
+    fn a_header_edited_after_writing_is_refused() {
+        let dir = tmpdir("edited");
+        let mut c = cfg(dir.join("run.raw"));
+        c.info = vec![("window_ns".into(), "10000".into())];
+        write(&c, 2);
+        let path = dir.join("run.raw");
+        assert_eq!(
+            Dump::open(&path).unwrap().info().get("window_ns"),
+            Some("10000")
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(5).position(|w| w == b"10000").unwrap();
+        bytes[at] = b'9';
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Dump::open(&path).err().unwrap();
+        assert!(matches!(e, DumpError::BadHeader { .. }), "{e}");
+        assert!(
+            e.to_string().contains("changed after it was written"),
+            "{e}"
+        );
+        // A header without the line (before 0.2) is read as it is.
+        assert!(checksum_ok("window_ns=10000\n"));
+        assert!(checksum_ok(&with_checksum("a=b\n".into())));
+        assert!(!checksum_ok(
+            &with_checksum("a=b\n".into()).replace('b', "c")
+        ));
     }
 
     #[test]
