@@ -514,6 +514,8 @@ pub struct Datagram<'a> {
 pub struct ModuleCounters {
     /// Datagrams accepted.
     pub datagrams: u64,
+    /// The readouts of those datagrams: each is placed, late or duplicate.
+    pub readouts_in: u64,
     /// Readouts placed in an event.
     pub readouts: u64,
     /// Payload bytes accepted.
@@ -564,6 +566,11 @@ pub struct BuilderStats {
     pub complete: u64,
     /// Events emitted with all 32 modules of the camera.
     pub all_modules: u64,
+    /// Datagrams given to the builder ([`Builder::push`]).
+    pub pushed: u64,
+    /// Readouts in complete events, and in partial ones.
+    pub readouts_complete: u64,
+    pub readouts_partial: u64,
     /// Camera clock steps followed.
     pub clock_steps: u64,
     /// The most slots ever pending at once.
@@ -585,6 +592,36 @@ impl BuilderStats {
     }
     pub fn late(&self) -> u64 {
         self.modules.iter().map(|m| m.late).sum()
+    }
+    pub fn readouts_in(&self) -> u64 {
+        self.modules.iter().map(|m| m.readouts_in).sum()
+    }
+
+    /// Every datagram and readout given to the builder has exactly one fate;
+    /// this checks the sums (after [`Builder::flush`], with nothing pending):
+    /// datagrams pushed = accepted + refused + out of sync + held, and the
+    /// readouts of the accepted ones = in complete events + in partial ones
+    /// + late + duplicate. `Err` says which sum is off, and by how much.
+    pub fn balance(&self) -> Result<(), String> {
+        let (given, fates) = (
+            self.pushed,
+            self.datagrams() + self.rejected.iter().sum::<u64>() + self.out_of_sync + self.held,
+        );
+        if given != fates {
+            return Err(format!(
+                "datagrams given {given} != accepted + refused + out of sync + held {fates}"
+            ));
+        }
+        let (r_in, r_fates) = (
+            self.readouts_in(),
+            self.readouts_complete + self.readouts_partial + self.late() + self.duplicate(),
+        );
+        if r_in != r_fates {
+            return Err(format!(
+                "readouts accepted {r_in} != in complete + partial events + late + duplicate {r_fates}"
+            ));
+        }
+        Ok(())
     }
     pub fn duplicate(&self) -> u64 {
         self.modules.iter().map(|m| m.duplicate).sum()
@@ -761,6 +798,7 @@ impl Builder {
     /// Takes one datagram: validates it, judges it against the timeline,
     /// places its readouts, and emits every event that became ready.
     pub fn push(&mut self, d: Datagram<'_>, sink: &mut impl EventSink) -> Outcome {
+        self.stats.pushed += 1;
         self.advance(d.arrival_ns, sink);
         if !self.cfg.allow.is_empty() && !self.cfg.allow.iter().any(|n| n.contains(d.src)) {
             self.count_reject(Reject::UnknownSource, d.src);
@@ -813,6 +851,7 @@ impl Builder {
         self.note_heard(m);
         let mc = &mut self.stats.modules[m];
         mc.datagrams += 1;
+        mc.readouts_in += readouts.len() as u64;
         mc.bytes += len as u64;
         let mut dropped = 0;
         for r in readouts {
@@ -1171,6 +1210,12 @@ impl Builder {
         self.stats.emitted[reason as usize] += 1;
         self.stats.complete += complete as u64;
         self.stats.all_modules += (s.present == u32::MAX) as u64;
+        let n = u64::from(s.present.count_ones());
+        if complete {
+            self.stats.readouts_complete += n;
+        } else {
+            self.stats.readouts_partial += n;
+        }
         self.free.push(id as u32);
         crate::event::fence_rows();
         sink.event(Event {
@@ -1217,6 +1262,26 @@ impl fmt::Display for BuilderStats {
             self.late(),
             self.duplicate(),
             self.out_of_sync_readouts()
+        )?;
+        writeln!(
+            f,
+            "fates: datagrams {} = accepted {} + refused {} + out of sync {} + held {}; \
+             their readouts {} = in complete events {} + in partial events {} + late {} + \
+             duplicate {}: {}",
+            self.pushed,
+            self.datagrams(),
+            self.rejected.iter().sum::<u64>(),
+            self.out_of_sync,
+            self.held,
+            self.readouts_in(),
+            self.readouts_complete,
+            self.readouts_partial,
+            self.late(),
+            self.duplicate(),
+            match self.balance() {
+                Ok(()) => "balanced".to_string(),
+                Err(e) => format!("NOT BALANCED ({e}; please report)"),
+            }
         )?;
         let off: Vec<String> = (0..N_MODULES)
             .filter(|&m| self.modules[m].off_timeline > 0)
@@ -1308,6 +1373,19 @@ mod tests {
         out: Vec<Out>,
     }
 
+    /// Every test ends with the fates balanced: flushed, nothing pending.
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                return;
+            }
+            self.b.flush(&mut Self::sink(&mut self.out));
+            if let Err(e) = self.b.stats().balance() {
+                panic!("fates do not balance: {e}");
+            }
+        }
+    }
+
     impl Rig {
         fn new(cfg: BuilderConfig) -> Rig {
             Rig {
@@ -1346,8 +1424,12 @@ mod tests {
         fn advance(&mut self, at: u64) {
             self.b.advance(at, &mut Self::sink(&mut self.out));
         }
+        /// Flushes, and checks that every datagram and readout had one fate.
         fn flush(&mut self) {
             self.b.flush(&mut Self::sink(&mut self.out));
+            if let Err(e) = self.b.stats().balance() {
+                panic!("fates do not balance: {e}");
+            }
         }
         /// Every module of `mods` sends frame `f` at `at`.
         fn frame(&mut self, mods: impl IntoIterator<Item = usize>, f: u64, at: u64) {
