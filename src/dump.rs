@@ -916,98 +916,147 @@ fn helper(
     behind: Sender<WriteBackMsg>,
     stats: Arc<DumpStats>,
 ) {
-    let fail = |what: String| {
-        if !stats.failed.swap(true, Ordering::Relaxed) {
-            error!("dump stopped: {what}; receiving, building and publishing go on");
-        }
+    let mut h = Helper {
+        plan,
+        requests,
+        next_tx,
+        behind,
+        stats,
+        current: Some(first),
+        prepared: None,
+        next_index: 1,
+        populate_failed: false,
     };
-    // The file the writer is filling, and the one made ready for it next.
-    let mut current = Some(first);
-    let mut prepared: Option<Arc<DumpFile>> = None;
-    let mut next_index = 1;
-    let mut populate_failed = false;
-    let close_later = |f: Arc<DumpFile>| {
-        if let Err(std::sync::mpsc::SendError(WriteBackMsg::Close(f))) =
-            behind.send(WriteBackMsg::Close(f))
-        {
-            close_file(f); // The write-back thread is gone: close it here.
-        }
-    };
-    'run: loop {
-        // More to fault in: go round again at once instead of parking.
-        let mut busy = false;
-        loop {
-            match requests.try_recv() {
-                Ok(Request::Finish(f)) => {
-                    if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &f)) {
-                        // The writer moved on to the prepared file (or stopped).
-                        current = prepared.take();
-                        if let Some(c) = &current {
-                            let _ = behind.send(WriteBackMsg::Current(c.clone()));
-                        }
-                    }
-                    // (The write-back thread lets go of its own reference
-                    // when told of the new file, so it can close this one.)
-                    close_later(f);
-                }
-                Ok(Request::Stop) | Err(TryRecvError::Disconnected) => break 'run,
-                Err(TryRecvError::Empty) => break,
-            }
-        }
-        if let (Some(f), false) = (&current, stats.failed.load(Ordering::Relaxed)) {
-            let written = f.written.load(Ordering::Acquire);
-            if let Err(e) = keep_allocated(f, plan.chunk_size) {
-                fail(e.to_string());
-            }
-            // Ahead of the writer in its file; that done, the first windows
-            // of the file it will write next (or a rotation would have it
-            // fault its way through them).
-            let step = match populate_step(f) {
-                Ok(false) => prepared.as_deref().map_or(Ok(false), populate_step),
-                r => r,
-            };
-            match step {
-                Ok(more) => busy = more,
-                Err(e) => {
-                    if !populate_failed {
-                        populate_failed = true;
-                        warn!(
-                            "dump: cannot fault pages in ahead ({e}); the writing thread faults them instead"
-                        );
-                    }
-                }
-            }
-            // Have the next file ready well before this one is full.
-            let near_end = written + 2 * plan.chunk_size.min(f.map.len() / 2) >= f.map.len();
-            if prepared.is_none() && near_end {
-                match plan.create(next_index) {
-                    Ok(n) => {
-                        let n = Arc::new(n);
-                        next_index += 1;
-                        stats.files.fetch_add(1, Ordering::Relaxed);
-                        prepared = Some(n.clone());
-                        let _ = next_tx.send(n);
-                    }
-                    Err(e) => fail(e.to_string()),
-                }
-            }
-        }
+    while h.take_requests() {
+        let busy = h.work_ahead();
         if !busy {
             thread::park_timeout(Duration::from_millis(200));
         }
     }
-    while let Ok(Request::Finish(f)) = requests.try_recv() {
-        close_later(f);
+    h.finish();
+}
+
+/// The dump helper's state (see [`helper`]).
+struct Helper {
+    plan: FileMaker,
+    requests: Receiver<Request>,
+    next_tx: Sender<Arc<DumpFile>>,
+    behind: Sender<WriteBackMsg>,
+    stats: Arc<DumpStats>,
+    /// The file the writer is filling, and the one made ready for it next.
+    current: Option<Arc<DumpFile>>,
+    prepared: Option<Arc<DumpFile>>,
+    next_index: u32,
+    populate_failed: bool,
+}
+
+impl Helper {
+    fn fail(&self, what: String) {
+        if !self.stats.failed.swap(true, Ordering::Relaxed) {
+            error!("dump stopped: {what}; receiving, building and publishing go on");
+        }
     }
-    // What is left is a next file made ready but never written to: remove
-    // it. The writer has stopped; it may still hold the mapping, which goes
-    // when the writer drops (unlinking a mapped file is fine).
-    for f in [current, prepared].into_iter().flatten() {
-        if f.index > 0 && f.written.load(Ordering::Acquire) == HEADER_LEN {
-            let _ = std::fs::remove_file(&f.path);
-            stats.files.fetch_sub(1, Ordering::Relaxed);
-        } else {
-            close_later(f);
+
+    /// Hands `f` to the write-back thread to close (or closes it here if
+    /// that thread is gone).
+    fn close_later(&self, f: Arc<DumpFile>) {
+        if let Err(std::sync::mpsc::SendError(WriteBackMsg::Close(f))) =
+            self.behind.send(WriteBackMsg::Close(f))
+        {
+            close_file(f);
+        }
+    }
+
+    /// Takes the writer's requests; false once it has stopped.
+    fn take_requests(&mut self) -> bool {
+        loop {
+            match self.requests.try_recv() {
+                Ok(Request::Finish(f)) => {
+                    if self.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &f)) {
+                        // The writer moved on to the prepared file (or stopped).
+                        self.current = self.prepared.take();
+                        if let Some(c) = &self.current {
+                            let _ = self.behind.send(WriteBackMsg::Current(c.clone()));
+                        }
+                    }
+                    // (The write-back thread lets go of its own reference
+                    // when told of the new file, so it can close this one.)
+                    self.close_later(f);
+                }
+                Ok(Request::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    /// Keeps space allocated and pages faulted in ahead of the writer, and
+    /// the next file ready well before this one is full. True if there is
+    /// more to fault in at once.
+    fn work_ahead(&mut self) -> bool {
+        let Some(f) = self.current.clone() else {
+            return false;
+        };
+        if self.stats.failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let written = f.written.load(Ordering::Acquire);
+        if let Err(e) = keep_allocated(&f, self.plan.chunk_size) {
+            self.fail(e.to_string());
+        }
+        // Ahead of the writer in its file; that done, the first windows of
+        // the file it will write next (or a rotation would have it fault
+        // its way through them).
+        let step = match populate_step(&f) {
+            Ok(false) => self.prepared.as_deref().map_or(Ok(false), populate_step),
+            r => r,
+        };
+        let busy = match step {
+            Ok(more) => more,
+            Err(e) => {
+                if !self.populate_failed {
+                    self.populate_failed = true;
+                    warn!(
+                        "dump: cannot fault pages in ahead ({e}); the writing thread faults them instead"
+                    );
+                }
+                false
+            }
+        };
+        let near_end = written + 2 * self.plan.chunk_size.min(f.map.len() / 2) >= f.map.len();
+        if self.prepared.is_none() && near_end {
+            match self.plan.create(self.next_index) {
+                Ok(n) => {
+                    let n = Arc::new(n);
+                    self.next_index += 1;
+                    self.stats.files.fetch_add(1, Ordering::Relaxed);
+                    self.prepared = Some(n.clone());
+                    let _ = self.next_tx.send(n);
+                }
+                Err(e) => self.fail(e.to_string()),
+            }
+        }
+        busy
+    }
+
+    /// The writer has stopped: close what it finished; remove a next file
+    /// made ready but never written to. (The writer may still hold the
+    /// mapping, which goes when it drops: unlinking a mapped file is fine.)
+    fn finish(mut self) {
+        while let Ok(Request::Finish(f)) = self.requests.try_recv() {
+            self.close_later(f);
+        }
+        // Taken, not cloned: the write-back thread closes a file only when
+        // it holds the last reference.
+        for f in [self.current.take(), self.prepared.take()]
+            .into_iter()
+            .flatten()
+        {
+            if f.index > 0 && f.written.load(Ordering::Acquire) == HEADER_LEN {
+                let _ = std::fs::remove_file(&f.path);
+                self.stats.files.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                self.close_later(f);
+            }
         }
     }
 }

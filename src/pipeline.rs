@@ -650,27 +650,65 @@ pub struct Daemon {
     rcvbuf: usize,
 }
 
+impl DaemonConfig {
+    /// Checks what the library cannot take (the binary checks its flags
+    /// first and names them).
+    fn check(&self) -> Result<(), String> {
+        self.builder.validate().map_err(|e| e.to_string())?;
+        if !self.buffers.is_power_of_two() || !(BATCH..=recv::MAX_BUFFERS).contains(&self.buffers) {
+            return Err(format!(
+                "buffers must be a power of two from {BATCH} to {}, not {}",
+                recv::MAX_BUFFERS,
+                self.buffers
+            ));
+        }
+        if !(1..=crate::publish::MAX_HWM).contains(&self.hwm) {
+            return Err(format!(
+                "hwm must be 1..={}, not {}",
+                crate::publish::MAX_HWM,
+                self.hwm
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Assembly {
+    fn new(
+        cfg: &DaemonConfig,
+        publisher: Publisher,
+        dump: Option<DumpWriter>,
+        now: u64,
+    ) -> Assembly {
+        Assembly {
+            builder: Builder::new(cfg.builder.clone()),
+            publisher,
+            dump,
+            latency: StageLatency::default(),
+            reject_logs: [RateLimit::new(LOG_EVERY_NS); Reject::ALL.len()],
+            out_of_sync_log: RateLimit::new(LOG_EVERY_NS),
+            readout_log: RateLimit::new(LOG_EVERY_NS),
+            expected_logged: cfg.builder.modules.unwrap_or(0),
+            off_logged: 0,
+            steps_logged: 0,
+            odd_logged: 0,
+            out_of_sync_logged: 0,
+            status: StatusState {
+                at_ns: now,
+                ..Default::default()
+            },
+            status_interval_ns: cfg.status_interval.as_nanos() as u64,
+            next_subscription_poll_ns: now,
+            span: Span::default(),
+        }
+    }
+}
+
 impl Daemon {
     /// Binds the socket and the publisher, then starts both stages. Errors
     /// are about the environment (port in use, bad endpoint) and say so.
     pub fn start(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<Daemon, StartError> {
-        cfg.builder
-            .validate()
-            .map_err(|e| StartError::Config(e.to_string()))?;
-        if !cfg.buffers.is_power_of_two() || !(BATCH..=recv::MAX_BUFFERS).contains(&cfg.buffers) {
-            return Err(StartError::Config(format!(
-                "buffers must be a power of two from {BATCH} to {}, not {}",
-                recv::MAX_BUFFERS,
-                cfg.buffers
-            )));
-        }
-        if !(1..=crate::publish::MAX_HWM).contains(&cfg.hwm) {
-            return Err(StartError::Config(format!(
-                "hwm must be 1..={}, not {}",
-                crate::publish::MAX_HWM,
-                cfg.hwm
-            )));
-        }
+        cfg.check().map_err(StartError::Config)?;
         let (socket, rcvbuf) =
             recv::bind_udp(cfg.listen, cfg.rcvbuf).map_err(|source| StartError::Listen {
                 addr: cfg.listen,
@@ -704,27 +742,7 @@ impl Daemon {
         };
         let now = clock::now_ns();
         let dumping = dump.is_some();
-        let assembly = Assembly {
-            builder: Builder::new(cfg.builder.clone()),
-            publisher,
-            dump,
-            latency: StageLatency::default(),
-            reject_logs: [RateLimit::new(LOG_EVERY_NS); Reject::ALL.len()],
-            out_of_sync_log: RateLimit::new(LOG_EVERY_NS),
-            readout_log: RateLimit::new(LOG_EVERY_NS),
-            expected_logged: cfg.builder.modules.unwrap_or(0),
-            off_logged: 0,
-            steps_logged: 0,
-            odd_logged: 0,
-            out_of_sync_logged: 0,
-            status: StatusState {
-                at_ns: now,
-                ..Default::default()
-            },
-            status_interval_ns: cfg.status_interval.as_nanos() as u64,
-            next_subscription_poll_ns: now,
-            span: Span::default(),
-        };
+        let assembly = Assembly::new(&cfg, publisher, dump, now);
         let shared = Arc::new(Shared {
             assembly: Mutex::new(assembly),
             built_before: AtomicU64::new(now),
@@ -897,13 +915,15 @@ struct RecvStage {
 }
 
 impl RecvStage {
-    /// The receive stage's loop, until the stop flag.
+    /// The receive stage's loop, until the stop flag: take emptied buffers
+    /// back, receive a batch, then build it here or queue it to the build
+    /// stage.
     fn run(self, shared: &Shared) {
         let RecvStage {
-            mut rx,
+            rx,
             busy_poll,
-            mut to_build,
-            mut returned,
+            to_build,
+            returned,
             build_thread,
             core,
         } = self;
@@ -913,146 +933,212 @@ impl RecvStage {
             stage: Stage::Receive,
             build_thread: Some(build_thread.clone()),
         };
-        let pool = rx.pool().clone();
-        let capacity = to_build.buffer().capacity();
-        let mut batch: Vec<RecvMeta> = Vec::with_capacity(BATCH);
-        let mut error_log = RateLimit::new(LOG_EVERY_NS);
-        let mut next_drop_check = 0;
-        let mut load = LoadMeter::default();
-        // Buffers handed to the build stage and not yet back.
-        let mut lent = 0;
-        // On the stop signal, what the kernel has already accepted is still
-        // taken and built: receiving goes on, without waiting, until the
-        // socket is empty (two polls in a row find nothing), for at most
-        // DRAIN_ON_STOP_NS should the camera keep sending.
-        let mut draining: Option<(u64, u32)> = None;
+        let mut l = RecvLoop {
+            pool: rx.pool().clone(),
+            capacity: to_build.buffer().capacity(),
+            rx,
+            busy_poll,
+            to_build,
+            returned,
+            build_thread,
+            batch: Vec::with_capacity(BATCH),
+            error_log: RateLimit::new(LOG_EVERY_NS),
+            next_drop_check: 0,
+            load: LoadMeter::default(),
+            lent: 0,
+            draining: None,
+        };
         loop {
-            if draining.is_none() && shared.stop.load(Ordering::Relaxed) {
-                draining = Some((clock::mono_ns() + DRAIN_ON_STOP_NS, 0));
+            if l.stopped(shared) {
+                break;
             }
-            if let Some((until, empty_polls)) = draining {
-                if empty_polls >= 2
-                    || clock::mono_ns() >= until
-                    || shared.hurry.load(Ordering::Relaxed)
-                {
-                    break;
-                }
-            }
-            // Emptied buffers, taken back in one go (one read of the queue's
-            // shared index per batch, not per buffer).
-            if let Ok(back) = returned.read_chunk(returned.slots()) {
-                lent -= back.len();
-                for b in back {
-                    rx.release(b);
-                }
-            }
-            if lent == capacity {
-                // The build stage holds every buffer: nothing can be received
-                // until it hands some back, within microseconds (it returns
-                // them batch by batch). Wait for that awake, rather than
-                // asleep in the receiver for a whole timeout.
-                // (The build stage runs until this stage is done, stop or not.)
-                let give_up = draining.map_or(u64::MAX, |(until, _)| until);
-                while returned.is_empty()
-                    && clock::mono_ns() < give_up
-                    && !shared.build_done.load(Ordering::Acquire)
-                {
-                    thread::yield_now();
-                }
-                if returned.is_empty() && shared.build_done.load(Ordering::Acquire) {
-                    break; // The build stage failed: nothing can be built.
-                }
-                shared.recv.build_bound.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let now = clock::now_ns();
-            let queued = to_build.slots() < capacity;
-            let wait = if busy_poll || draining.is_some() {
-                Duration::ZERO
-            } else if queued {
-                BUSY_WAIT
-            } else {
-                let until = shared
-                    .next_wake
-                    .load(Ordering::Relaxed)
-                    .min(now + IDLE_WAIT_NS);
-                Duration::from_nanos(until.saturating_sub(now))
-            };
-            let n = match rx.recv(&mut batch, wait) {
-                Ok(n) => n,
-                Err(e) => {
-                    shared.recv.errors.fetch_add(1, Ordering::Relaxed);
-                    if let Some(held) = error_log.allow(clock::now_ns()) {
-                        warn!("receive error: {e} ({held} more not logged)");
-                    }
-                    thread::sleep(Duration::from_millis(1));
+            l.take_back();
+            if l.lent == l.capacity {
+                if l.wait_for_buffers(shared) {
                     continue;
                 }
+                break; // The build stage failed: nothing can be built.
+            }
+            let now = clock::now_ns();
+            let Some(n) = l.receive(shared, now) else {
+                continue;
             };
             let now = clock::now_ns();
-            let mono = clock::mono_ns();
-            if mono >= next_drop_check {
-                shared.recv.update(&rx);
-                next_drop_check = mono + 1_000_000_000;
-            }
-            if let Some((_, empty_polls)) = &mut draining {
-                *empty_polls = if n == 0 { *empty_polls + 1 } else { 0 };
-            }
-            load.add(n, mono);
-            if n > 0 && shared.inject_panic == Some(Stage::Receive) {
-                panic!("fault injected into the receive stage (--inject-panic)");
-            }
-            if n > 0 {
-                shared.batches.record(n);
-                shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
-                let bytes: u64 = batch.iter().map(|m| m.len as u64).sum();
-                shared.recv.bytes.fetch_add(bytes, Ordering::Relaxed);
-            }
-            // Build here when the build stage is idle and the load is light. (A
-            // busy-polling thread does its wall-clock work only when it is due.)
-            let idle = to_build.slots() == capacity;
-            let light = n < BATCH && !load.heavy();
+            // Build here when the build stage is idle and the load is light.
+            // (A busy-polling thread does its wall-clock work only when due.)
+            let idle = l.to_build.slots() == l.capacity;
+            let light = n < BATCH && !l.load.heavy();
             let due = !busy_poll || n > 0 || now >= shared.next_wake.load(Ordering::Relaxed);
             let inline = if idle && light && due {
                 shared.try_lock()
             } else {
                 None
             };
-            if let Some(mut assembly) = inline {
-                for m in batch.drain(..) {
-                    assembly.process(&pool, &m);
-                    rx.release(m.buf);
-                }
-                if n > 0 {
-                    shared.recv.inline_batches.fetch_add(1, Ordering::Relaxed);
-                }
-                // Nothing is queued: once the socket is shown empty, every
-                // datagram stamped before the check has been built.
-                let caught_up = rx.caught_up();
-                if let Some(t) = caught_up {
-                    shared.built_before.store(t, Ordering::Release);
-                }
-                assembly.housekeeping(caught_up, shared);
+            if let Some(assembly) = inline {
+                l.build_inline(assembly, shared, n);
             } else if n > 0 {
-                // The whole batch is made visible with one store of the
-                // queue's shared index, so the cache line holding it moves
-                // to the build core once per batch instead of per datagram.
-                // Cannot fail: the queue holds as many entries as there are buffers.
-                if let Ok(chunk) = to_build.write_chunk_uninit(n) {
-                    chunk.fill_from_iter(batch.drain(..));
-                }
-                lent += n;
-                shared.recv.queued_batches.fetch_add(1, Ordering::Relaxed);
-                // Under heavy load the socket is never empty and the arrival
-                // stamps move the builder's clock: no check then.
-                if light && let Some(t) = rx.caught_up() {
-                    shared.built_before.store(t, Ordering::Release);
-                }
-                build_thread.unpark();
+                l.queue(shared, n, light);
             }
         }
-        shared.recv.update(&rx);
+        shared.recv.update(&l.rx);
         // `_end` now tells the build stage that all is queued.
+    }
+}
+
+/// The receive stage's state between batches.
+struct RecvLoop {
+    rx: Receiver,
+    pool: Arc<PacketPool>,
+    busy_poll: bool,
+    to_build: rtrb::Producer<RecvMeta>,
+    returned: rtrb::Consumer<BufId>,
+    build_thread: thread::Thread,
+    /// The queue's size: as many entries as there are buffers.
+    capacity: usize,
+    batch: Vec<RecvMeta>,
+    error_log: RateLimit,
+    next_drop_check: u64,
+    load: LoadMeter,
+    /// Buffers handed to the build stage and not yet back.
+    lent: usize,
+    /// On the stop signal, what the kernel has already accepted is still
+    /// taken and built: receiving goes on, without waiting, until the
+    /// socket is empty (two polls in a row find nothing), for at most
+    /// DRAIN_ON_STOP_NS should the camera keep sending (until, empty polls).
+    draining: Option<(u64, u32)>,
+}
+
+impl RecvLoop {
+    /// Whether to end the loop: the stop flag seen and the socket drained
+    /// (or the drain's time up, or a hurried stop).
+    #[inline]
+    fn stopped(&mut self, shared: &Shared) -> bool {
+        if self.draining.is_none() && shared.stop.load(Ordering::Relaxed) {
+            self.draining = Some((clock::mono_ns() + DRAIN_ON_STOP_NS, 0));
+        }
+        self.draining.is_some_and(|(until, empty_polls)| {
+            empty_polls >= 2 || clock::mono_ns() >= until || shared.hurry.load(Ordering::Relaxed)
+        })
+    }
+
+    /// Emptied buffers, taken back in one go (one read of the queue's
+    /// shared index per batch, not per buffer).
+    #[inline]
+    fn take_back(&mut self) {
+        if let Ok(back) = self.returned.read_chunk(self.returned.slots()) {
+            self.lent -= back.len();
+            for b in back {
+                self.rx.release(b);
+            }
+        }
+    }
+
+    /// The build stage holds every buffer: nothing can be received until it
+    /// hands some back, within microseconds (it returns them batch by
+    /// batch). Waits for that awake, rather than asleep in the receiver for
+    /// a whole timeout. False if the build stage has ended (failed).
+    fn wait_for_buffers(&mut self, shared: &Shared) -> bool {
+        // (The build stage runs until this stage is done, stop or not.)
+        let give_up = self.draining.map_or(u64::MAX, |(until, _)| until);
+        while self.returned.is_empty()
+            && clock::mono_ns() < give_up
+            && !shared.build_done.load(Ordering::Acquire)
+        {
+            thread::yield_now();
+        }
+        if self.returned.is_empty() && shared.build_done.load(Ordering::Acquire) {
+            return false;
+        }
+        shared.recv.build_bound.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Receives one batch into `self.batch`, waiting no longer than the
+    /// builder's next deadline; counts it. None after a receive error
+    /// (counted, logged rate-limited).
+    #[inline]
+    fn receive(&mut self, shared: &Shared, now: u64) -> Option<usize> {
+        let queued = self.to_build.slots() < self.capacity;
+        let wait = if self.busy_poll || self.draining.is_some() {
+            Duration::ZERO
+        } else if queued {
+            BUSY_WAIT
+        } else {
+            let until = shared
+                .next_wake
+                .load(Ordering::Relaxed)
+                .min(now + IDLE_WAIT_NS);
+            Duration::from_nanos(until.saturating_sub(now))
+        };
+        let n = match self.rx.recv(&mut self.batch, wait) {
+            Ok(n) => n,
+            Err(e) => {
+                shared.recv.errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(held) = self.error_log.allow(clock::now_ns()) {
+                    warn!("receive error: {e} ({held} more not logged)");
+                }
+                thread::sleep(Duration::from_millis(1));
+                return None;
+            }
+        };
+        let mono = clock::mono_ns();
+        if mono >= self.next_drop_check {
+            shared.recv.update(&self.rx);
+            self.next_drop_check = mono + 1_000_000_000;
+        }
+        if let Some((_, empty_polls)) = &mut self.draining {
+            *empty_polls = if n == 0 { *empty_polls + 1 } else { 0 };
+        }
+        self.load.add(n, mono);
+        if n > 0 && shared.inject_panic == Some(Stage::Receive) {
+            panic!("fault injected into the receive stage (--inject-panic)");
+        }
+        if n > 0 {
+            shared.batches.record(n);
+            shared.recv.datagrams.fetch_add(n as u64, Ordering::Relaxed);
+            let bytes: u64 = self.batch.iter().map(|m| m.len as u64).sum();
+            shared.recv.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        Some(n)
+    }
+
+    /// Builds the batch on this thread (the build stage is idle).
+    #[inline]
+    fn build_inline(&mut self, mut assembly: Locked<'_>, shared: &Shared, n: usize) {
+        for m in self.batch.drain(..) {
+            assembly.process(&self.pool, &m);
+            self.rx.release(m.buf);
+        }
+        if n > 0 {
+            shared.recv.inline_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        // Nothing is queued: once the socket is shown empty, every
+        // datagram stamped before the check has been built.
+        let caught_up = self.rx.caught_up();
+        if let Some(t) = caught_up {
+            shared.built_before.store(t, Ordering::Release);
+        }
+        assembly.housekeeping(caught_up, shared);
+    }
+
+    /// Hands the batch to the build stage.
+    #[inline]
+    fn queue(&mut self, shared: &Shared, n: usize, light: bool) {
+        // The whole batch is made visible with one store of the queue's
+        // shared index, so the cache line holding it moves to the build
+        // core once per batch instead of per datagram. Cannot fail: the
+        // queue holds as many entries as there are buffers.
+        if let Ok(chunk) = self.to_build.write_chunk_uninit(n) {
+            chunk.fill_from_iter(self.batch.drain(..));
+        }
+        self.lent += n;
+        shared.recv.queued_batches.fetch_add(1, Ordering::Relaxed);
+        // Under heavy load the socket is never empty and the arrival
+        // stamps move the builder's clock: no check then.
+        if light && let Some(t) = self.rx.caught_up() {
+            shared.built_before.store(t, Ordering::Release);
+        }
+        self.build_thread.unpark();
     }
 }
 
