@@ -954,11 +954,18 @@ fn set_int_option(sock: &UdpSocket, option: libc::c_int, v: libc::c_int) {
 fn against_baseline(base: &Path, plan: &BenchPlan) {
     let n = plan.drain_n;
     let (mut cpu_base, mut cpu_this) = (Vec::new(), Vec::new());
+    // A build before 0.2 also needs --max-jump >= --module-timeout.
+    let help = std::process::Command::new(base).arg("--help").output();
+    let old = help.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--max-jump"));
+    let base_args: &[&str] = if old {
+        &["--io", "uring", "--max-jump", "60"]
+    } else {
+        &["--io", "uring"]
+    };
     let cap = Pair::measure(
         plan.trials,
         || {
-            // A build before 0.2 also needs --max-jump ≥ --module-timeout.
-            let d = daemon_drain_of(base, n, &["--io", "uring", "--max-jump", "60"], None, false);
+            let d = daemon_drain_of(base, n, base_args, None, false);
             cpu_base.push(d.cpu_ns_per_datagram);
             d.rate
         },
