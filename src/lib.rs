@@ -13,7 +13,8 @@
 //! * [`event`]: the buffer an event is assembled in, both wire formats at once;
 //! * [`builder`]: the timestamp-indexed ring of event slots;
 //! * [`recv`]: UDP receive (io_uring multishot, recvmmsg fallback);
-//! * [`publish`] / [`listen`]: the ZeroMQ publisher and subscriber API;
+//! * [`publish`] / [`listen`]: the ZeroMQ publisher, and the subscriber API
+//!   (the crate `ssdaq_listener`, re-exported);
 //! * [`pipeline`]: the live daemon's stages, threads and shutdown
 //!   ([`cores`]: pinning them);
 //! * [`metrics`]: counters and latency histograms of every stage;
@@ -34,8 +35,8 @@ pub mod clock;
 pub mod cores;
 pub mod dump;
 pub mod event;
-pub mod listen;
 pub mod metrics;
+pub use ssdaq_listener as listen;
 pub use ssdaq_wire::packet;
 pub mod pipeline;
 pub mod publish;

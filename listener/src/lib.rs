@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::event::{DecodeError, EventView};
+use ssdaq_wire::event::{DecodeError, EventView};
 
 /// Messages queued in the subscriber before it starts losing events.
 pub const DEFAULT_RCVHWM: i32 = 10_000;
