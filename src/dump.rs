@@ -95,7 +95,8 @@ pub struct RecordHeader {
     pub marker: U32,
     /// CRC32 of bytes 8..32 of this header and of the payload.
     pub crc: U32,
-    /// CLOCK_REALTIME ns when ssdaqd took the datagram from the socket.
+    /// CLOCK_REALTIME ns when the datagram arrived: the kernel's receive
+    /// stamp (when ssdaqd took it from the socket, if the kernel gave none).
     pub arrival_ns: U64,
     /// Source IPv4 address, in network order.
     pub src_ip: [u8; 4],

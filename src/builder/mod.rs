@@ -503,7 +503,7 @@ impl<F: FnMut(Event<'_>)> EventSink for F {
 pub struct Datagram<'a> {
     pub payload: &'a [u8],
     pub src: Ipv4Addr,
-    /// CLOCK_REALTIME ns when the daemon took it from the socket.
+    /// CLOCK_REALTIME ns when it arrived (the kernel's receive stamp).
     pub arrival_ns: u64,
     /// The kernel cut it to fit the receive buffer.
     pub truncated: bool,
