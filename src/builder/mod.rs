@@ -783,12 +783,14 @@ impl Builder {
     pub fn next_deadline(&self) -> Option<u64> {
         let front = self.order.front().map(|&id| {
             let s = &self.meta[id as usize];
-            let expiry = s.created_ns + self.cfg.timeout_ns;
+            let expiry = s.created_ns.saturating_add(self.cfg.timeout_ns);
             self.passed_at(s).map_or(expiry, |p| p.min(expiry))
         });
         let learned = (self.cfg.modules.is_none() && self.expected != 0)
             .then_some(self.next_module_expiry_ns);
-        let silent = self.last_accept_ns.map(|t| t + self.cfg.module_timeout_ns);
+        let silent = self
+            .last_accept_ns
+            .map(|t| t.saturating_add(self.cfg.module_timeout_ns));
         [front, learned, silent, self.learning_until]
             .into_iter()
             .flatten()
@@ -910,7 +912,7 @@ impl Builder {
         }
         if self
             .last_accept_ns
-            .is_some_and(|t| now >= t + self.cfg.module_timeout_ns)
+            .is_some_and(|t| now >= t.saturating_add(self.cfg.module_timeout_ns))
         {
             // The camera fell silent: finish everything and start a new timeline.
             self.flush_all(Emit::Expired, sink);
@@ -941,7 +943,7 @@ impl Builder {
             set &= set - 1;
             let until = self.modules[m]
                 .last_heard_ns
-                .map_or(0, |t| t + self.cfg.module_timeout_ns);
+                .map_or(0, |t| t.saturating_add(self.cfg.module_timeout_ns));
             if self.now_ns >= until {
                 self.expected &= !(1 << m);
             } else {
@@ -1004,12 +1006,12 @@ impl Builder {
         self.last_accept_ns = Some(now);
         if self.cfg.modules.is_none() && self.expected & (1 << m) == 0 {
             if self.expected == 0 {
-                self.learning_until = Some(now + self.cfg.timeout_ns);
+                self.learning_until = Some(now.saturating_add(self.cfg.timeout_ns));
             }
             self.expected |= 1 << m;
             self.next_module_expiry_ns = self
                 .next_module_expiry_ns
-                .min(now + self.cfg.module_timeout_ns);
+                .min(now.saturating_add(self.cfg.module_timeout_ns));
         }
     }
 
@@ -1019,7 +1021,10 @@ impl Builder {
         let pos = match self.find(m, ts) {
             Ok(pos) => pos,
             Err(insert_at) => {
-                if self.watermark.is_some_and(|w| ts <= w + self.cfg.window_ns) {
+                if self
+                    .watermark
+                    .is_some_and(|w| ts <= w.saturating_add(self.cfg.window_ns))
+                {
                     self.count_old(m, ts);
                     return false;
                 }
@@ -1057,7 +1062,9 @@ impl Builder {
     /// duplicate if the event it matches held the module, late otherwise.
     fn count_old(&mut self, m: usize, ts: u64) {
         let w = self.cfg.window_ns;
-        let i = self.emitted.partition_point(|e| e.anchor + w < ts);
+        let i = self
+            .emitted
+            .partition_point(|e| e.anchor.saturating_add(w) < ts);
         let held = self
             .emitted
             .get(i)
@@ -1082,13 +1089,13 @@ impl Builder {
             return Ok(hint as usize);
         }
         // The first module of a new datagram: newer than everything pending.
-        if n == 0 || ts > anchor(n - 1) + w {
+        if n == 0 || ts > anchor(n - 1).saturating_add(w) {
             return Err(n);
         }
         // Irregular data: binary search for the first anchor >= ts - w.
         let i = self
             .order
-            .partition_point(|&id| self.meta[id as usize].anchor + w < ts);
+            .partition_point(|&id| self.meta[id as usize].anchor.saturating_add(w) < ts);
         if i < n && anchor(i).abs_diff(ts) <= w {
             // Two slots may both be within the window if it is wider than half
             // the readout spacing: take the nearer.
@@ -1133,7 +1140,7 @@ impl Builder {
     fn emit_ready(&mut self, sink: &mut impl EventSink) {
         while let Some(&id) = self.order.front() {
             let s = self.meta[id as usize];
-            let reason = if self.now_ns >= s.created_ns + self.cfg.timeout_ns {
+            let reason = if self.now_ns >= s.created_ns.saturating_add(self.cfg.timeout_ns) {
                 Emit::Expired
             } else if self.learning_until.is_some() {
                 break;
@@ -1342,7 +1349,7 @@ mod tests {
         let mut v = Vec::new();
         for &t in ts {
             let a: [u16; 64] = std::array::from_fn(|p| adc(m, t, p));
-            v.extend_from_slice(Readout::new(t, t + 17 + m as u64, &a).as_bytes());
+            v.extend_from_slice(Readout::new(t, t.wrapping_add(17 + m as u64), &a).as_bytes());
         }
         v
     }
@@ -2022,6 +2029,26 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.set_pair("format", "v1"), Ok(false));
         assert!(back.set_pair("window_ns", "x").is_err());
+    }
+
+    #[test]
+    fn readouts_spread_over_the_whole_clock_overflow_nothing() {
+        // Found by tests/fuzz.rs in a debug build: a datagram whose two
+        // readouts lie ~1.7e19 ns apart made `2 * tolerance` overflow.
+        let mut r = Rig::new(BuilderConfig::default());
+        r.frame([0, 1, 2], 0, T0);
+        for (i, ts) in [[T0 + 40 * MS, u64::MAX - 1], [1, u64::MAX / 2]]
+            .iter()
+            .enumerate()
+        {
+            r.send(3, ts, T0 + (i as u64 + 1) * 40 * MS);
+            r.send(
+                3,
+                &[ts[1] - 2, ts[1] - 1],
+                T0 + (i as u64 + 1) * 40 * MS + 1,
+            );
+        }
+        r.frame([0, 1, 2], 1, T0 + 120 * MS);
     }
 
     #[test]

@@ -279,8 +279,8 @@ impl Timeline {
             && line.readouts == rs.len() as u64
         {
             let period = line.spacing.saturating_mul(line.readouts);
-            let near = 2 * period.max(self.min_period_ns);
-            let spread = 2 * line.spacing * (line.readouts - 1);
+            let near = period.max(self.min_period_ns).saturating_mul(2);
+            let spread = line.spacing.saturating_mul(2 * (line.readouts - 1));
             if first > line.last
                 && first <= line.last.saturating_add(near)
                 && last - first <= spread
@@ -314,7 +314,7 @@ impl Timeline {
         let tol = self.tol(camera.period());
         let ahead_limit = span.newest;
         let in_line = d.first <= ahead_limit.saturating_add(tol)
-            && d.last <= ahead_limit.saturating_add(2 * tol)
+            && d.last <= ahead_limit.saturating_add(tol.saturating_mul(2))
             && (d.last.saturating_add(tol) >= span.oldest
                 || (self.lines[m].is_none() && pending_from.is_some_and(|p| d.first >= p)));
         if in_line {
@@ -327,7 +327,7 @@ impl Timeline {
             return Verdict::Take;
         }
         // Off the camera's time: suspect.
-        let near = 2 * self.tol(d.period().max(camera.period()));
+        let near = self.tol(d.period().max(camera.period())).saturating_mul(2);
         let continues = |s: &Span| d.first > s.last && d.last <= s.last.saturating_add(near);
         if self.off & bit == 0 {
             match &self.held[m] {
@@ -379,10 +379,10 @@ impl Timeline {
 
     /// Rule 1: `d` continues, repeats or just precedes the module's line.
     fn along(&self, line: &Span, d: &Span) -> bool {
-        let near = 2 * self.tol(line.period());
+        let near = self.tol(line.period()).saturating_mul(2);
         // Its readouts no further apart than twice the line's: a datagram
         // cannot reach far ahead by spreading them.
-        let plausible = line.spacing == 0 || d.spacing <= 2 * line.spacing;
+        let plausible = line.spacing == 0 || d.spacing <= line.spacing.saturating_mul(2);
         let continues =
             d.first > line.last && d.first <= line.last.saturating_add(near) && plausible;
         let repeats = d.first >= line.first && d.last <= line.last;
