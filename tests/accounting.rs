@@ -89,15 +89,7 @@ fn every_datagram_of_a_seeded_faulty_camera_has_exactly_the_fate_it_was_given() 
     let got = table(&log, "module  datagrams");
     assert_eq!(sent.len(), 32, "{sim}");
     assert!(got.len() >= 31, "every live module has a row: {log}");
-    let stats: HashMap<&str, u64> = log
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("stats: "))
-        .unwrap()
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k, v.parse().unwrap_or(0)))
-        .collect();
+    let stats = stats_of(&log);
     assert!(log.contains(": balanced"), "{log}");
     assert_eq!(stats["balanced"], 1);
     assert_eq!(stats["kernel_drops"], 0, "{log}");

@@ -529,13 +529,3 @@ fn queues_are_bounded_and_bad_sizes_are_one_line_errors() {
     );
     drop(stalled);
 }
-
-/// The figures of the closing `stats:` line of a log.
-fn stats_of(log: &str) -> Stats {
-    let line = log.lines().rev().find_map(|l| l.strip_prefix("stats: "));
-    let line = line.unwrap_or_else(|| panic!("no stats line:\n{log}"));
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
-        .collect()
-}

@@ -42,6 +42,16 @@ pub fn tmpdir(name: &str) -> PathBuf {
 /// The key=value figures of ssdaqd's closing `stats:` line.
 pub type Stats = HashMap<String, u64>;
 
+/// The figures of the closing `stats:` line of an ssdaqd log.
+pub fn stats_of(log: &str) -> Stats {
+    let line = log.lines().rev().find_map(|l| l.strip_prefix("stats: "));
+    let line = line.unwrap_or_else(|| panic!("ssdaqd printed no stats line:\n{log}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
+        .collect()
+}
+
 pub fn bin(name: &str) -> PathBuf {
     let ssdaqd = PathBuf::from(env!("CARGO_BIN_EXE_ssdaqd"));
     let p = ssdaqd.with_file_name(name);
@@ -245,12 +255,7 @@ impl Ssdaqd {
     pub fn stop_stats_after_signal(self) -> Stats {
         let (status, log) = self.finish();
         assert!(status.success(), "ssdaqd did not stop cleanly:\n{log}");
-        let line = log.lines().rev().find_map(|l| l.strip_prefix("stats: "));
-        let line = line.unwrap_or_else(|| panic!("ssdaqd printed no stats line:\n{log}"));
-        line.split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
-            .collect()
+        stats_of(&log)
     }
 }
 
