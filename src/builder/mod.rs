@@ -817,11 +817,13 @@ impl Builder {
         if !CAMERA_OCTETS.contains(&d.src.octets()[3]) {
             self.note_odd_source(d.src, pkt.module);
         }
-        let pending_from = self.order.front().map(|&id| {
-            self.meta[id as usize]
-                .anchor
-                .saturating_sub(self.cfg.window_ns)
-        });
+        // Asked for only off the common path (a module's first datagram).
+        let (order, meta, window) = (&self.order, &self.meta, self.cfg.window_ns);
+        let pending_from = || {
+            order
+                .front()
+                .map(|&id| meta[id as usize].anchor.saturating_sub(window))
+        };
         let verdict = self
             .timeline
             .judge(m, pkt.readouts, d.payload, d.arrival_ns, pending_from);

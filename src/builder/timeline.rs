@@ -255,8 +255,8 @@ impl Timeline {
 
     /// Judges one datagram of module `m` (readouts `rs`, already checked by
     /// `packet::parse`, bytes `payload`) arriving at `arrival`. `pending_from`
-    /// is the oldest primary timestamp the builder still holds an event for
-    /// (None if it holds none): a module's first datagram from there on
+    /// gives the oldest primary timestamp the builder still holds an event
+    /// for (None if it holds none), asked only when needed: a module's first datagram from there on
     /// fills events still waiting, so it is not judged behind the camera.
     pub fn judge(
         &mut self,
@@ -264,7 +264,7 @@ impl Timeline {
         rs: &[Readout],
         payload: &[u8],
         arrival: u64,
-        pending_from: Option<u64>,
+        pending_from: impl FnOnce() -> Option<u64>,
     ) -> Verdict {
         self.seen[m] = Some(arrival);
         let bit = 1u32 << m;
@@ -316,7 +316,7 @@ impl Timeline {
         let in_line = d.first <= ahead_limit.saturating_add(tol)
             && d.last <= ahead_limit.saturating_add(tol.saturating_mul(2))
             && (d.last.saturating_add(tol) >= span.oldest
-                || (self.lines[m].is_none() && pending_from.is_some_and(|p| d.first >= p)));
+                || (self.lines[m].is_none() && pending_from().is_some_and(|p| d.first >= p)));
         if in_line {
             self.drop_held(m);
             self.off &= !bit;
@@ -605,7 +605,7 @@ mod tests {
 
     fn judge(t: &mut Timeline, m: usize, f: u64, shift: i64, at: u64) -> Verdict {
         let rs = frame(f, shift);
-        t.judge(m, &rs, rs.as_bytes(), at, None)
+        t.judge(m, &rs, rs.as_bytes(), at, || None)
     }
 
     fn timeline() -> Timeline {
@@ -631,7 +631,7 @@ mod tests {
             for f in 0..64 {
                 // Frame 0's events wait, as they would in the builder.
                 let rs = frame(f, 0);
-                let v = t.judge(m, &rs, rs.as_bytes(), at + f, Some(T0));
+                let v = t.judge(m, &rs, rs.as_bytes(), at + f, || Some(T0));
                 assert_eq!(v, Verdict::Take);
             }
         }
@@ -639,18 +639,18 @@ mod tests {
         // the camera; so it is if it is older than the oldest waiting one.
         let rs = frame(0, 0);
         assert_eq!(
-            t.judge(4, &rs, rs.as_bytes(), at + 100, None),
+            t.judge(4, &rs, rs.as_bytes(), at + 100, || None),
             Verdict::Held
         );
         let later = Some(T0 + P);
         assert_eq!(
-            t.judge(5, &rs, rs.as_bytes(), at + 101, later),
+            t.judge(5, &rs, rs.as_bytes(), at + 101, || later),
             Verdict::Held
         );
         // While the events of frame 0 wait for it, it fills them.
         let waiting = Some(T0);
         assert_eq!(
-            t.judge(6, &rs, rs.as_bytes(), at + 102, waiting),
+            t.judge(6, &rs, rs.as_bytes(), at + 102, || waiting),
             Verdict::Take
         );
     }
