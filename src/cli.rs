@@ -29,40 +29,42 @@ pub fn flag(s: Setting) -> &'static str {
 /// The event builder's flags. Each is optional: unset, `ssdaqd` takes the
 /// default and `ssdaq-replay` the setting recorded in the dump.
 #[derive(clap::Args, Clone, Debug, Default)]
-#[command(next_help_heading = "Event building")]
+#[command(
+    next_help_heading = "Event building (ssdaq-replay: as recorded in the dump unless given)"
+)]
 pub struct BuilderArgs {
     /// Readouts whose primary timestamps differ by at most this are one
-    /// event [default: 10000].
+    /// event [ssdaqd default: 10000].
     #[arg(long, value_name = "NS")]
     pub window_ns: Option<u64>,
     /// Emit an incomplete event this long after its first readout arrived
-    /// [default: 100].
+    /// [ssdaqd default: 100].
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
-    /// Stop waiting for a module silent this long [default: 2].
+    /// Stop waiting for a module silent this long [ssdaqd default: 2].
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub module_timeout: Option<Duration>,
     /// Wait for exactly these modules (e.g. 0-31) instead of learning them.
     #[arg(long, value_name = "SET", value_parser = parse_module_set)]
     pub modules: Option<u32>,
     /// Event slots: the most events that can be pending at once, 64..=65536
-    /// [default: 1024].
+    /// [ssdaqd default: 1024].
     #[arg(long)]
     pub slots: Option<usize>,
     /// A module's datagram arriving this long after its successor is still
     /// built; a lost datagram is known lost only this long after the next
-    /// [default: 2000000].
+    /// [ssdaqd default: 2000000].
     #[arg(long, value_name = "NS")]
     pub reorder_ns: Option<u64>,
     /// Fold out-of-range module numbers % 32 instead of refusing them.
     #[arg(short = 'r', long)]
     pub relaxed_ip: bool,
-    /// Run number written into every event [default: 0].
+    /// Run number written into every event [ssdaqd default: 0].
     #[arg(long)]
     pub run_number: Option<u64>,
     /// Take datagrams only from this network as modules, e.g.
     /// 10.0.1.0/24 (repeatable); others are refused as unknown sources,
-    /// counted by address [default: any source].
+    /// counted by address [ssdaqd default: any source].
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<Net>,
 }
