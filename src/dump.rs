@@ -321,7 +321,7 @@ impl Naming {
             let secs = created_ns / 1_000_000_000;
             return Naming {
                 dir: path.to_path_buf(),
-                stem: format!("ssdaq-{}", utc_stamp(secs)),
+                stem: format!("ssdaq-{}", ssdaq_wire::utc::stamp(secs)),
                 ext: "raw".into(),
             };
         }
@@ -372,27 +372,6 @@ impl Naming {
                 .join(format!("{}.{index:04}.{}", self.stem, self.ext))
         }
     }
-}
-
-/// `YYYYmmddTHHMMSSZ` for Unix seconds (UTC), without a date library.
-fn utc_stamp(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// The header's `key=value` lines, at most `limit` bytes. Every key is
@@ -1949,12 +1928,5 @@ mod tests {
         w.finish();
         let d = Dump::open(&path).unwrap();
         assert_eq!(records(&d).len(), 10);
-    }
-
-    #[test]
-    fn dates_in_file_names_are_utc() {
-        assert_eq!(utc_stamp(0), "19700101T000000Z");
-        assert_eq!(utc_stamp(1_795_690_534), "20261126T105534Z");
-        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
     }
 }

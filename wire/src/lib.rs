@@ -7,7 +7,8 @@
 //!   module numbering from the source address (§2);
 //! * [`adc`]: ADC counts ↔ mV (§1), both ways;
 //! * [`event`]: the published formats v1 (§4) and v2 (§5) and [`event::EventView`],
-//!   which decodes a message in place.
+//!   which decodes a message in place;
+//! * [`utc`]: the UTC dates that name dump and HDF5 files.
 //!
 //! Every layout is cast in place with `zerocopy`; the crate has no `unsafe`.
 
@@ -19,3 +20,4 @@ compile_error!("ssdaq-wire assumes a little-endian host");
 pub mod adc;
 pub mod event;
 pub mod packet;
+pub mod utc;
