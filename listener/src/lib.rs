@@ -91,15 +91,21 @@ impl EventListener {
         })
     }
 
-    /// Waits up to `timeout` for the next event; `Ok(None)` on timeout.
+    /// Waits up to `timeout` for the next event; `Ok(None)` on timeout or
+    /// when a signal interrupted the wait.
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<ReceivedEvent>, ListenError> {
         let err = |source| ListenError::Zmq {
             endpoint: self.endpoint.clone(),
             source,
         };
         let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
-        if self.sock.poll(zmq::POLLIN, ms).map_err(err)? == 0 {
-            return Ok(None);
+        match self.sock.poll(zmq::POLLIN, ms) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            // A signal arrived while waiting (SIGINT to stop, say): the
+            // caller looks at its flags and calls again.
+            Err(zmq::Error::EINTR) => return Ok(None),
+            Err(e) => return Err(err(e)),
         }
         let msg = self.sock.recv_msg(zmq::DONTWAIT).map_err(err)?;
         let number = EventView::parse(&msg)
