@@ -133,9 +133,102 @@ pub fn io_parser() -> impl TypedValueParser<Value = IoMode> {
     .map(|s| s.parse::<IoMode>().expect("one of the listed names"))
 }
 
+/// How HDF5 files are written (`ssdaq-write`, `ssdaq-replay --hdf5`).
+#[cfg(feature = "hdf5")]
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "HDF5 files")]
+pub struct Hdf5Args {
+    /// Table layout: the original's or its successor's.
+    #[arg(long, default_value = "seed", value_parser = layout_parser())]
+    pub layout: ssdaq_hdf5::Layout,
+    /// deflate level, 0 (none) to 9.
+    #[arg(long, default_value_t = 1, value_name = "LEVEL",
+          value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub compress: u8,
+    /// Start a new file after this many events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events: Option<u64>,
+    /// Start a new file once one reaches this size, e.g. 500M or 2G
+    /// (checked at each flush, so a file may pass it by about a second of data).
+    #[arg(long, value_name = "BYTES", value_parser = byte_size)]
+    pub max_size: Option<u64>,
+}
+
+#[cfg(feature = "hdf5")]
+impl Hdf5Args {
+    pub fn limits(&self) -> ssdaq_hdf5::Limits {
+        ssdaq_hdf5::Limits {
+            max_events: self.max_events,
+            max_bytes: self.max_size,
+        }
+    }
+
+    /// Options for files of events whose run number (v2 carries none) is
+    /// `run_number`, with `attrs` recorded on the table.
+    pub fn options(&self, run_number: u64, attrs: Vec<(String, String)>) -> ssdaq_hdf5::Options {
+        ssdaq_hdf5::Options {
+            layout: self.layout,
+            compress: self.compress,
+            run_number,
+            attrs,
+        }
+    }
+}
+
+/// `--layout seed|successor`, each explained in `--help`.
+#[cfg(feature = "hdf5")]
+fn layout_parser() -> impl TypedValueParser<Value = ssdaq_hdf5::Layout> {
+    use ssdaq_hdf5::Layout;
+    PossibleValuesParser::new([
+        PossibleValue::new(Layout::Seed.name())
+            .help("the original's EventFileWriter: event_number, runt_number, ev_time, data, time_stamps"),
+        PossibleValue::new(Layout::Successor.name())
+            .help("the successor's SSDataWriter (SSDataReader opens it): iro, time, cpu_t, cpu_t_s, cpu_t_ns, data"),
+    ])
+    .map(|s| s.parse::<Layout>().expect("one of the listed names"))
+}
+
+/// A size in bytes, with an optional k, M, G or T suffix (powers of 1024);
+/// at least 1M, so that a file holds more than a chunk.
+pub fn byte_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("`{s}`: the suffix must be k, M, G or T")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n = num
+        .parse::<u64>()
+        .map_err(|_| format!("`{s}` is not a size like 500M or 2G"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("`{s}` is below the smallest file size, 1M"));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_nonsense() {
+        assert_eq!(byte_size("2G"), Ok(2 << 30));
+        assert_eq!(byte_size("500m"), Ok(500 << 20));
+        assert_eq!(byte_size("1048576"), Ok(1 << 20));
+        for bad in ["", "M", "1.5G", "-1G", "10k", "3X", "99999999999T"] {
+            assert!(byte_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn unset_flags_keep_the_settings_and_set_ones_replace_them() {

@@ -51,6 +51,13 @@ struct Cli {
     /// Wire format (default: as recorded).
     #[arg(long, value_parser = cli::format_parser())]
     format: Option<Format>,
+    /// Write the events to HDF5: a file name, or a directory for files named
+    /// by the data's start time. Needs a build with `--features hdf5`.
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    hdf5: Option<PathBuf>,
+    #[cfg(feature = "hdf5")]
+    #[command(flatten)]
+    hdf5_args: ssdaq::cli::Hdf5Args,
     /// The builder's settings (default: as recorded in the dump).
     #[command(flatten)]
     build: BuilderArgs,
@@ -77,12 +84,19 @@ fn parse_speed(s: &str) -> Result<Speed, String> {
     }
 }
 
-/// Where events go: any of a publisher and a file.
+/// Where events go: any of a publisher, a file of messages and HDF5 files.
 struct Sinks {
     publisher: Option<Publisher>,
     out: Option<(BufWriter<File>, PathBuf)>,
     format: Format,
     out_error: Option<std::io::Error>,
+    #[cfg(feature = "hdf5")]
+    hdf5: Option<ssdaq_hdf5::FileSet>,
+    /// The first HDF5 failure; no more is written after it.
+    hdf5_error: Option<String>,
+    /// The newest event's arrival time: HDF5 files end at it.
+    #[cfg(feature = "hdf5")]
+    last_arrival_ns: u64,
 }
 
 impl EventSink for Sinks {
@@ -91,6 +105,18 @@ impl EventSink for Sinks {
             if self.out_error.is_none() {
                 if let Err(e) = w.write_all(ev.encode(self.format)) {
                     self.out_error = Some(e);
+                }
+            }
+        }
+        #[cfg(feature = "hdf5")]
+        if let Some(set) = &mut self.hdf5 {
+            if self.hdf5_error.is_none() {
+                let at = ev.header.arrival_ns;
+                self.last_arrival_ns = at;
+                let view = ssdaq::event::EventView::parse(ev.encode(self.format))
+                    .expect("the builder encodes whole messages");
+                if let Err(e) = set.append(&view, at) {
+                    self.hdf5_error = Some(e.to_string());
                 }
             }
         }
@@ -153,7 +179,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         out: None,
         format,
         out_error: None,
+        #[cfg(feature = "hdf5")]
+        hdf5: None,
+        hdf5_error: None,
+        #[cfg(feature = "hdf5")]
+        last_arrival_ns: 0,
     };
+    if let Some(path) = &cli.hdf5 {
+        open_hdf5(cli, path, &dumps, &cfg, &mut sinks)?;
+    }
     if let Some(ep) = &cli.pub_endpoint {
         let p = Publisher::bind(ep, format, publish::DEFAULT_HWM)
             .map_err(|e| Failure::Run(e.to_string()))?;
@@ -201,6 +235,16 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             write_error = Some(format!("writing {}: {e}", path.display()));
         }
     }
+    #[cfg(feature = "hdf5")]
+    if let Some(mut set) = sinks.hdf5.take() {
+        if let Err(e) = set.close(sinks.last_arrival_ns) {
+            sinks.hdf5_error.get_or_insert(e.to_string());
+        }
+        eprintln!("hdf5: {}", set.summary());
+    }
+    if let Some(e) = sinks.hdf5_error.take() {
+        write_error.get_or_insert(e);
+    }
     eprint!("{stats}");
     eprint!("{}", builder.stats());
     if let Some(p) = &sinks.publisher {
@@ -212,6 +256,80 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         stats.records as f64 / elapsed
     );
     write_error.map_or(Ok(()), |e| Err(Failure::Run(e)))
+}
+
+/// Starts the HDF5 files of `--hdf5`, recording where the events come from.
+#[cfg(feature = "hdf5")]
+fn open_hdf5(
+    cli: &Cli,
+    path: &std::path::Path,
+    dumps: &[Dump],
+    cfg: &ssdaq::builder::BuilderConfig,
+    sinks: &mut Sinks,
+) -> Result<(), Failure> {
+    if path.exists() && !path.is_dir() {
+        return Err(Failure::Usage(format!(
+            "--hdf5 {}: the file exists (files are never overwritten)",
+            path.display()
+        )));
+    }
+    let files: Vec<String> = dumps
+        .iter()
+        .map(|d| d.path().display().to_string())
+        .collect();
+    let mut attrs = vec![
+        (
+            "ssdaq_source".to_string(),
+            format!("ssdaq-replay of {}", files.join(" ")),
+        ),
+        (
+            "ssdaq_command_line".to_string(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ),
+        (
+            "ssdaq_builder_settings".to_string(),
+            cfg.to_pairs()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ];
+    // What the live daemon recorded: its version, command line, settings.
+    for (k, v) in &dumps[0].info().settings {
+        attrs.push((format!("daemon_{k}"), v.clone()));
+    }
+    let mut set = ssdaq_hdf5::FileSet::new(
+        path,
+        cli.hdf5_args.options(cfg.run_number, attrs),
+        cli.hdf5_args.limits(),
+    );
+    set.on_close(|p, s| {
+        eprintln!(
+            "hdf5: closed {}: {} event(s), {} missed",
+            p.display(),
+            s.events,
+            s.missed
+        )
+    });
+    sinks.hdf5 = Some(set);
+    Ok(())
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn open_hdf5(
+    _: &Cli,
+    _: &std::path::Path,
+    _: &[Dump],
+    _: &ssdaq::builder::BuilderConfig,
+    _: &mut Sinks,
+) -> Result<(), Failure> {
+    Err(Failure::Usage(
+        "--hdf5: this ssdaq-replay was built without HDF5; build it with \
+         `cargo build --release --features hdf5` (needs the system HDF5 library: \
+         `apt install libhdf5-dev`)"
+            .into(),
+    ))
 }
 
 fn wait_for_subscribers(p: &mut Publisher, n: i64, stop: &AtomicBool) {

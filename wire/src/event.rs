@@ -200,6 +200,15 @@ impl<'a> EventView<'a> {
         }
     }
 
+    /// Arrival time (CLOCK_REALTIME) of the event's newest datagram as
+    /// (seconds, nanoseconds) (v2 only).
+    pub fn cpu_time(&self) -> Option<(u64, u64)> {
+        match self {
+            EventView::V1(_) => None,
+            EventView::V2(w) => Some((w.cpu_time_s.get(), w.cpu_time_ns.get())),
+        }
+    }
+
     /// Whether `module` contributed to this event (its row is not NaN).
     pub fn has_module(&self, module: usize) -> bool {
         !self.mv_rows()[module][0].get().is_nan()

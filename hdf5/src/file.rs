@@ -1,0 +1,440 @@
+//! One HDF5 file of events: created, appended to in batches, flushed, closed.
+//!
+//! [`EventFile`] owns an open file in one [`Layout`]: the PyTables groups
+//! and attributes that make readers see a Table (`CLASS`, `TITLE`,
+//! `VERSION`, `FIELD_n_NAME`, `NROWS` …), the table itself, and a buffer of
+//! at most one chunk of rows. Rows reach the file a chunk at a time or at
+//! [`EventFile::flush`]; a flush also writes the table's running summary
+//! (rows, event numbers, gaps, end time) and the library's metadata, so a
+//! file is valid up to its last flush if the writer is killed.
+//!
+//! It never overwrites: the file is created with `O_EXCL` first. It never
+//! fills a disk: before each write it checks the free space and, if there is
+//! not room for the write and the metadata with a margin, closes the file
+//! cleanly and says so. It reads no clock: callers pass times in.
+
+use std::path::{Path, PathBuf};
+
+use ssdaq_wire::event::{EventView, Format};
+
+use crate::h5::{
+    self, H5T_IEEE_F32LE, H5T_IEEE_F64LE, H5T_STD_I64LE, H5T_STD_U32LE, H5T_STD_U64LE, Id,
+    MemberType,
+};
+use crate::layout::{Column, Layout, SSL2ASIC_CH};
+
+/// PyTables' names, titles and versions, written as it writes them.
+const FILE_TITLE: &str = "CHEC-S Slow signal monitor data";
+const GROUP: &str = "SlowSignal";
+const GROUP_TITLE: &str = "Slow signal data";
+const TABLE: &str = "readout";
+const TABLE_TITLE: &str = "Slow signal readout";
+
+/// Rows per HDF5 chunk (one chunk is about 560 kB uncompressed).
+pub const CHUNK_ROWS: usize = 64;
+
+/// Free space kept on the disk beyond what a write needs (metadata, other users).
+pub const DISK_RESERVE: u64 = 8 << 20;
+
+/// How a file is written.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub layout: Layout,
+    /// deflate level 0..=9 (0: uncompressed).
+    pub compress: u8,
+    /// Run number for events that carry none (wire format v2).
+    pub run_number: u64,
+    /// Extra string attributes of the table (source, command lines, settings).
+    pub attrs: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            layout: Layout::Seed,
+            compress: 1,
+            run_number: 0,
+            attrs: Vec::new(),
+        }
+    }
+}
+
+/// Why a file could not be written. The file stays valid up to its last flush.
+#[derive(Debug)]
+pub enum Error {
+    /// The path could not be created (exists, no such directory, no permission …).
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not enough free space for the next write: the file was closed cleanly.
+    DiskFull {
+        path: PathBuf,
+        free: u64,
+        needed: u64,
+    },
+    /// The HDF5 library refused.
+    Hdf5 { path: PathBuf, what: String },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Create { path, source } => {
+                write!(f, "cannot create {}: {source}", path.display())
+            }
+            Error::DiskFull { path, free, needed } => write!(
+                f,
+                "{}: the disk is full ({free} bytes free, a write needs {needed} with the reserve); \
+                 the file was closed and holds every event before this one",
+                path.display()
+            ),
+            Error::Hdf5 { path, what } => write!(f, "{}: {what}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What a file holds so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    pub events: u64,
+    pub first_number: Option<u64>,
+    pub last_number: Option<u64>,
+    /// Events missing between the first and the last (gaps in the numbers).
+    pub missed: u64,
+    /// Places where numbers jumped forward (each gap counts once).
+    pub gaps: u64,
+    /// Bit m set if module m was in any event.
+    pub modules_seen: u32,
+    pub run_number: Option<u64>,
+}
+
+/// What must be closed, table and type before the file (HDF5 keeps a file
+/// open until its last object is closed).
+struct Handles {
+    table: Id,
+    row_type: Id,
+    file: Id,
+}
+
+/// An HDF5 file being written.
+pub struct EventFile {
+    path: PathBuf,
+    layout: Layout,
+    run_default: u64,
+    format: Format,
+    /// The open handles; None once finished.
+    open: Option<Handles>,
+    /// Rows written to the table.
+    rows: u64,
+    /// Rows not yet written, back to back (at most one chunk).
+    pending: Vec<u8>,
+    summary: FileSummary,
+    start_ns: u64,
+}
+
+impl EventFile {
+    /// Creates `path` (which must not exist) for events of `format`, started
+    /// at `start_ns` (Unix ns), with the groups, table and attributes.
+    pub fn create(
+        path: &Path,
+        format: Format,
+        start_ns: u64,
+        opts: &Options,
+    ) -> Result<EventFile, Error> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| Error::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let hdf5 = |what: String| Error::Hdf5 {
+            path: path.to_path_buf(),
+            what,
+        };
+        let layout = opts.layout;
+        let file = h5::create_file(path).map_err(hdf5)?;
+        let (table, row_type) = (|| {
+            pytables_node(&file, "GROUP", FILE_TITLE, "1.0")?;
+            h5::set_str(&file, "PYTABLES_FORMAT_VERSION", "2.1")?;
+            let group = h5::create_group(&file, GROUP)?;
+            pytables_node(&group, "GROUP", GROUP_TITLE, "1.0")?;
+            let row_type = row_type(layout)?;
+            let table = h5::create_table(
+                &group,
+                TABLE,
+                &row_type,
+                &h5::TableOptions {
+                    chunk_rows: CHUNK_ROWS,
+                    deflate: opts.compress,
+                    fletcher32: true,
+                },
+            )?;
+            pytables_node(&table, "TABLE", TABLE_TITLE, "2.7")?;
+            for (i, m) in layout.members().iter().enumerate() {
+                h5::set_str(&table, &format!("FIELD_{i}_NAME"), m.name)?;
+                let fill = format!("FIELD_{i}_FILL");
+                match m.column {
+                    Column::U32 => h5::set_scalar(&table, &fill, H5T_STD_U32LE, 0u32)?,
+                    Column::U64 | Column::ModuleTimestamps => {
+                        h5::set_scalar(&table, &fill, H5T_STD_U64LE, 0u64)?
+                    }
+                    Column::F64 => h5::set_scalar(&table, &fill, H5T_IEEE_F64LE, 0f64)?,
+                    Column::Mv => h5::set_scalar(&table, &fill, H5T_IEEE_F32LE, 0f32)?,
+                }
+            }
+            h5::set_scalar(&table, "NROWS", H5T_STD_I64LE, 0i64)?;
+            if layout == Layout::Successor {
+                h5::set_scalar(&table, "ss_data_version", H5T_STD_I64LE, 0i64)?;
+                h5::set_str(&table, "ssdaq_version", env!("CARGO_PKG_VERSION"))?;
+                h5::set_i64_array(&table, "ssl2asic_ch", &SSL2ASIC_CH)?;
+            }
+            h5::set_str(
+                &table,
+                "ssdaq_writer",
+                concat!("ssdaq ", env!("CARGO_PKG_VERSION")),
+            )?;
+            h5::set_str(&table, "ssdaq_layout", layout.name())?;
+            h5::set_str(&table, "ssdaq_event_format", format.name())?;
+            h5::set_str(&table, "start_time", &ssdaq_wire::utc::iso(start_ns))?;
+            h5::set_scalar(&table, "start_time_ns", H5T_STD_U64LE, start_ns)?;
+            for (k, v) in &opts.attrs {
+                h5::set_str(&table, k, v)?;
+            }
+            Ok((table, row_type))
+        })()
+        .map_err(hdf5)?;
+        let mut f = EventFile {
+            path: path.to_path_buf(),
+            layout,
+            run_default: opts.run_number,
+            format,
+            open: Some(Handles {
+                table,
+                row_type,
+                file,
+            }),
+            rows: 0,
+            pending: Vec::with_capacity(CHUNK_ROWS * layout.row_len()),
+            summary: FileSummary::default(),
+            start_ns,
+        };
+        f.flush(start_ns)?;
+        Ok(f)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The wire format of the events this file was started for.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn summary(&self) -> &FileSummary {
+        &self.summary
+    }
+
+    /// Events appended (written or pending).
+    pub fn events(&self) -> u64 {
+        self.summary.events
+    }
+
+    /// Appends one event. It reaches the file when a chunk is full or at the
+    /// next flush.
+    pub fn append(&mut self, ev: &EventView<'_>) -> Result<(), Error> {
+        if self.pending.len() == self.pending.capacity() {
+            self.write_pending()?;
+        }
+        let len = self.layout.row_len();
+        let at = self.pending.len();
+        self.pending.resize(at + len, 0);
+        self.layout
+            .fill_row(ev, self.run_default, &mut self.pending[at..]);
+        let s = &mut self.summary;
+        let n = ev.number();
+        if let Some(last) = s.last_number
+            && n > last + 1
+        {
+            s.missed += n - last - 1;
+            s.gaps += 1;
+        }
+        s.first_number.get_or_insert(n);
+        s.last_number = Some(n);
+        s.events += 1;
+        s.modules_seen |= ev.present_mask();
+        if s.run_number.is_none() {
+            s.run_number = Some(ev.run().unwrap_or(self.run_default));
+        }
+        Ok(())
+    }
+
+    fn handles(&self) -> Result<&Handles, Error> {
+        self.open
+            .as_ref()
+            .ok_or_else(|| self.hdf5_err("the file was already closed".into()))
+    }
+
+    fn hdf5_err(&self, what: String) -> Error {
+        Error::Hdf5 {
+            path: self.path.clone(),
+            what,
+        }
+    }
+
+    /// Writes the pending rows, after checking there is room for them.
+    fn write_pending(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let needed = self.pending.len() as u64 + DISK_RESERVE;
+        let free = free_bytes(&self.path);
+        if free < needed {
+            // Close what is there (its metadata needs far less than the
+            // reserve), and leave the rows that do not fit unwritten.
+            let events_lost = (self.pending.len() / self.layout.row_len()) as u64;
+            self.pending.clear();
+            self.summary.events -= events_lost;
+            let _ = self.finish(self.start_ns);
+            return Err(Error::DiskFull {
+                path: self.path.clone(),
+                free,
+                needed,
+            });
+        }
+        let h = self.handles()?;
+        h5::write_rows(
+            &h.table,
+            &h.row_type,
+            self.rows,
+            &self.pending,
+            self.layout.row_len(),
+        )
+        .map_err(|e| self.hdf5_err(e))?;
+        self.rows += (self.pending.len() / self.layout.row_len()) as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes pending rows, the running summary (`NROWS`, events, gaps, end
+    /// time `now_ns`) and the library's metadata to the file.
+    pub fn flush(&mut self, now_ns: u64) -> Result<(), Error> {
+        self.write_pending()?;
+        let h = self.handles()?;
+        self.write_summary(&h.table, now_ns)
+            .and_then(|()| h5::flush(&h.file))
+            .map_err(|e| self.hdf5_err(e))
+    }
+
+    fn write_summary(&self, t: &Id, now_ns: u64) -> Result<(), String> {
+        let s = &self.summary;
+        h5::set_scalar(t, "NROWS", H5T_STD_I64LE, self.rows as i64)?;
+        h5::set_scalar(t, "events_written", H5T_STD_U64LE, self.rows)?;
+        h5::set_scalar(
+            t,
+            "first_event_number",
+            H5T_STD_U64LE,
+            s.first_number.unwrap_or(0),
+        )?;
+        h5::set_scalar(
+            t,
+            "last_event_number",
+            H5T_STD_U64LE,
+            s.last_number.unwrap_or(0),
+        )?;
+        h5::set_scalar(t, "missed_events", H5T_STD_U64LE, s.missed)?;
+        h5::set_scalar(t, "gaps", H5T_STD_U64LE, s.gaps)?;
+        h5::set_scalar(t, "modules_seen", H5T_STD_U32LE, s.modules_seen)?;
+        h5::set_scalar(
+            t,
+            "run_number",
+            H5T_STD_U64LE,
+            s.run_number.unwrap_or(self.run_default),
+        )?;
+        h5::set_str(t, "end_time", &ssdaq_wire::utc::iso(now_ns))?;
+        h5::set_scalar(t, "end_time_ns", H5T_STD_U64LE, now_ns)?;
+        Ok(())
+    }
+
+    /// Flushes and closes the file, its end time `now_ns`.
+    pub fn finish(&mut self, now_ns: u64) -> Result<FileSummary, Error> {
+        if self.open.is_none() {
+            return Ok(self.summary.clone());
+        }
+        let flushed = self.flush(now_ns);
+        let h = self.open.take().expect("checked above");
+        let closed = h
+            .table
+            .close("closing the table")
+            .and(h.row_type.close("closing the row type"))
+            .and(h.file.close("closing the file"))
+            .map_err(|e| self.hdf5_err(e));
+        flushed.and(closed).map(|_| self.summary.clone())
+    }
+
+    /// Bytes of the file on disk (as of the last write).
+    pub fn size_on_disk(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+}
+
+impl Drop for EventFile {
+    fn drop(&mut self) {
+        let end = self.start_ns;
+        let _ = self.finish(end);
+    }
+}
+
+/// CLASS, TITLE and VERSION, which make PyTables see a node of that class.
+fn pytables_node(obj: &Id, class: &str, title: &str, version: &str) -> Result<(), String> {
+    h5::set_str(obj, "CLASS", class)?;
+    h5::set_str(obj, "TITLE", title)?;
+    h5::set_str(obj, "VERSION", version)
+}
+
+/// The compound type of a row of `layout`.
+fn row_type(layout: Layout) -> Result<Id, String> {
+    const MV: &[u64] = &[32, 64];
+    const TS: &[u64] = &[32, 2];
+    let members: Vec<_> = layout
+        .members()
+        .iter()
+        .map(|m| {
+            let ty = match m.column {
+                Column::U32 => MemberType::Scalar(H5T_STD_U32LE),
+                Column::U64 => MemberType::Scalar(H5T_STD_U64LE),
+                Column::F64 => MemberType::Scalar(H5T_IEEE_F64LE),
+                Column::Mv => MemberType::Array(H5T_IEEE_F32LE, MV),
+                Column::ModuleTimestamps => MemberType::Array(H5T_STD_U64LE, TS),
+            };
+            (m.name, m.offset, ty)
+        })
+        .collect();
+    h5::compound(layout.row_len(), &members)
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path`
+/// (u64::MAX if it cannot be asked: the write then reports its own error).
+fn free_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return u64::MAX;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid C string and `st` room for one statvfs, which
+    // the call fills when it returns 0 (and only then is it read).
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return u64::MAX;
+    }
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    // (Both fields are u64 on Linux targets of every width we build for.)
+    #[allow(clippy::unnecessary_cast)]
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    free
+}
