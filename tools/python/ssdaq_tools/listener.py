@@ -2,7 +2,7 @@
 
 A small module for astronomers: numpy + pyzmq, nothing else.
 
-    from ssdaq_listener import Listener
+    from ssdaq_tools.listener import Listener
     with Listener("tcp://127.0.0.101:5555") as listener:
         for ev in listener:                  # blocks; or listener.recv(timeout=1.0)
             print(ev.number, ev.timestamp, ev.data.shape)   # data: 32 x 64 mV, NaN rows = missing
@@ -12,7 +12,7 @@ v1 (`SSEvent`, 16 920 bytes, the default) and v2 (`SSReadout`, 16 416 bytes).
 Event numbers go 1, 2, 3 ...; `Listener.missed` counts the gaps (events lost
 because this subscriber fell behind the publisher's high-water mark).
 
-Run it as a script to print events:  python3 ssdaq_listener.py [ENDPOINT] [-n N] [-t MODULE]
+Run it as a program to print events:  ssdaq-listen-py [ENDPOINT] [-n N] [-t MODULE]
 """
 
 import argparse
