@@ -1,7 +1,7 @@
-//! The Python client (`tools/ssdaq_listener.py`) against the real daemon.
+//! The Python client (`ssdaq_tools.listener`, tools/python) against the real daemon.
 //!
-//! Needs a Python with numpy and pyzmq: `$SSDAQ_PYTHON`, else `python3`.
-//! `./tools/test` (what CI runs) provides one.
+//! Needs a Python with the package tools/python installed: `$SSDAQ_PYTHON`,
+//! else `python3`. `./tools/test` (what CI runs) provides one.
 
 mod common;
 
@@ -10,28 +10,13 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn python() -> String {
-    let py = std::env::var("SSDAQ_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import numpy, zmq"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{py} cannot import numpy and zmq: run ./tools/test, or `pip install numpy pyzmq`, or set SSDAQ_PYTHON"
-    );
-    py
-}
-
-/// Runs a Python script that uses ssdaq_listener against `endpoint`,
+/// Runs a Python script that uses ssdaq_tools.listener against `endpoint`,
 /// prints "ready" once connected, then one JSON line per event.
 fn run_listener(d: &mut Ssdaqd, n: usize, send: impl FnOnce()) -> Vec<serde_like::Event> {
-    let tools = concat!(env!("CARGO_MANIFEST_DIR"), "/tools");
     let script = format!(
         r#"
 import json, sys
-sys.path.insert(0, {tools:?})
-from ssdaq_listener import Listener
+from ssdaq_tools.listener import Listener
 with Listener({endpoint:?}) as l:
     print("ready", flush=True)
     for _ in range({n}):
@@ -47,7 +32,7 @@ with Listener({endpoint:?}) as l:
 "#,
         endpoint = d.endpoint
     );
-    let mut child = Command::new(python())
+    let mut child = Command::new(python("ssdaq_tools.listener"))
         .args(["-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

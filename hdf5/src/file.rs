@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use ssdaq_wire::event::{EventView, Format};
 
 use crate::h5::{
-    self, H5T_IEEE_F32LE, H5T_IEEE_F64LE, H5T_STD_I64LE, H5T_STD_U32LE, H5T_STD_U64LE, Id,
-    MemberType,
+    self, H5T_IEEE_F32LE, H5T_IEEE_F64LE, H5T_STD_I32LE, H5T_STD_I64LE, H5T_STD_U32LE,
+    H5T_STD_U64LE, Id, MemberType,
 };
 use crate::layout::{Column, Layout, SSL2ASIC_CH};
 
@@ -29,9 +29,20 @@ const GROUP: &str = "SlowSignal";
 const GROUP_TITLE: &str = "Slow signal data";
 const TABLE: &str = "readout";
 const TABLE_TITLE: &str = "Slow signal readout";
+/// Rows on disk and the time (Unix ns) of each flush.
+const FLUSH_LOG: &str = "flush_log";
+const FLUSH_LOG_TITLE: &str = "rows written and time (ns) at each flush of the readout table";
 
 /// Rows per HDF5 chunk (one chunk is about 560 kB uncompressed).
 pub const CHUNK_ROWS: usize = 64;
+
+/// The longest the rows of a partly filled chunk wait for it to fill
+/// before a flush writes them anyway. A chunk written partly filled is
+/// written again when it fills (and its first copy's space is lost: see
+/// `h5::create_flush_log`); at the camera's 250 events/s a chunk fills in a
+/// quarter of a second, so this never happens, and at a trickle the rows
+/// are still on disk within a flush interval plus this.
+pub const TAIL_MAX_AGE_NS: u64 = 500_000_000;
 
 /// Free space kept on the disk beyond what a write needs (metadata, other users).
 pub const DISK_RESERVE: u64 = 8 << 20;
@@ -116,6 +127,7 @@ pub struct FileSummary {
 struct Handles {
     table: Id,
     row_type: Id,
+    flush_log: Id,
     file: Id,
 }
 
@@ -131,6 +143,10 @@ pub struct EventFile {
     rows: u64,
     /// Rows not yet written, back to back (at most one chunk).
     pending: Vec<u8>,
+    /// When the first pending row was appended.
+    pending_since_ns: u64,
+    /// Rows of the flush log.
+    flushes: u64,
     summary: FileSummary,
     start_ns: u64,
 }
@@ -158,7 +174,7 @@ impl EventFile {
         };
         let layout = opts.layout;
         let file = h5::create_file(path).map_err(hdf5)?;
-        let (table, row_type) = (|| {
+        let (table, row_type, flush_log) = (|| {
             pytables_node(&file, "GROUP", FILE_TITLE, "1.0")?;
             h5::set_str(&file, "PYTABLES_FORMAT_VERSION", "2.1")?;
             let group = h5::create_group(&file, GROUP)?;
@@ -175,6 +191,9 @@ impl EventFile {
                 },
             )?;
             pytables_node(&table, "TABLE", TABLE_TITLE, "2.7")?;
+            let flush_log = h5::create_flush_log(&group, FLUSH_LOG)?;
+            pytables_node(&flush_log, "EARRAY", FLUSH_LOG_TITLE, "1.1")?;
+            h5::set_scalar(&flush_log, "EXTDIM", H5T_STD_I32LE, 0i32)?;
             for (i, m) in layout.members().iter().enumerate() {
                 h5::set_str(&table, &format!("FIELD_{i}_NAME"), m.name)?;
                 let fill = format!("FIELD_{i}_FILL");
@@ -205,7 +224,7 @@ impl EventFile {
             for (k, v) in &opts.attrs {
                 h5::set_str(&table, k, v)?;
             }
-            Ok((table, row_type))
+            Ok((table, row_type, flush_log))
         })()
         .map_err(hdf5)?;
         let mut f = EventFile {
@@ -216,8 +235,11 @@ impl EventFile {
             open: Some(Handles {
                 table,
                 row_type,
+                flush_log,
                 file,
             }),
+            pending_since_ns: start_ns,
+            flushes: 0,
             rows: 0,
             pending: Vec::with_capacity(CHUNK_ROWS * layout.row_len()),
             summary: FileSummary::default(),
@@ -245,11 +267,14 @@ impl EventFile {
         self.summary.events
     }
 
-    /// Appends one event. It reaches the file when a chunk is full or at the
-    /// next flush.
-    pub fn append(&mut self, ev: &EventView<'_>) -> Result<(), Error> {
+    /// Appends one event, received at `now_ns`. It reaches the file when its
+    /// chunk is full, or at a flush once it has waited [`TAIL_MAX_AGE_NS`].
+    pub fn append(&mut self, ev: &EventView<'_>, now_ns: u64) -> Result<(), Error> {
         if self.pending.len() == self.pending.capacity() {
             self.write_pending()?;
+        }
+        if self.pending.is_empty() {
+            self.pending_since_ns = now_ns;
         }
         let len = self.layout.row_len();
         let at = self.pending.len();
@@ -321,14 +346,25 @@ impl EventFile {
         Ok(())
     }
 
-    /// Writes pending rows, the running summary (`NROWS`, events, gaps, end
-    /// time `now_ns`) and the library's metadata to the file.
+    /// Writes the pending rows that have waited [`TAIL_MAX_AGE_NS`], the
+    /// running summary (`NROWS`, events, gaps, end time `now_ns`) and the
+    /// library's metadata to the file: it is valid as it is now should the
+    /// writer be killed.
     pub fn flush(&mut self, now_ns: u64) -> Result<(), Error> {
-        self.write_pending()?;
+        self.sync(now_ns, false)
+    }
+
+    fn sync(&mut self, now_ns: u64, all: bool) -> Result<(), Error> {
+        if all || now_ns.saturating_sub(self.pending_since_ns) >= TAIL_MAX_AGE_NS {
+            self.write_pending()?;
+        }
         let h = self.handles()?;
         self.write_summary(&h.table, now_ns)
             .and_then(|()| h5::flush(&h.file))
-            .map_err(|e| self.hdf5_err(e))
+            .and_then(|()| h5::append_flush_log(&h.flush_log, self.flushes, [self.rows, now_ns]))
+            .map_err(|e| self.hdf5_err(e))?;
+        self.flushes += 1;
+        Ok(())
     }
 
     fn write_summary(&self, t: &Id, now_ns: u64) -> Result<(), String> {
@@ -366,11 +402,12 @@ impl EventFile {
         if self.open.is_none() {
             return Ok(self.summary.clone());
         }
-        let flushed = self.flush(now_ns);
+        let flushed = self.sync(now_ns, true);
         let h = self.open.take().expect("checked above");
         let closed = h
             .table
             .close("closing the table")
+            .and(h.flush_log.close("closing the flush log"))
             .and(h.row_type.close("closing the row type"))
             .and(h.file.close("closing the file"))
             .map_err(|e| self.hdf5_err(e));

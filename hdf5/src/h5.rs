@@ -17,13 +17,14 @@ use std::path::Path;
 
 use hdf5_sys::h5::{herr_t, hsize_t};
 use hdf5_sys::h5a::{H5Aclose, H5Acreate2, H5Adelete, H5Aexists, H5Awrite};
-use hdf5_sys::h5d::{H5Dclose, H5Dcreate2, H5Dset_extent, H5Dwrite};
+use hdf5_sys::h5d::{H5D_alloc_time_t, H5Dclose, H5Dcreate2, H5Dset_extent, H5Dwrite};
 use hdf5_sys::h5f::{H5F_ACC_TRUNC, H5F_SCOPE_LOCAL, H5Fclose, H5Fcreate, H5Fflush};
 use hdf5_sys::h5g::{H5Gclose, H5Gcreate2};
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{
-    H5P_CLS_DATASET_ACCESS, H5P_CLS_DATASET_CREATE, H5P_CLS_FILE_ACCESS, H5P_DEFAULT, H5Pclose,
-    H5Pcreate, H5Pset_chunk, H5Pset_chunk_cache, H5Pset_deflate, H5Pset_fletcher32, H5Pset_shuffle,
+    H5P_CLS_DATASET_ACCESS, H5P_CLS_DATASET_CREATE, H5P_CLS_FILE_ACCESS, H5P_CLS_FILE_CREATE,
+    H5P_DEFAULT, H5Pclose, H5Pcreate, H5Pset_alloc_time, H5Pset_chunk, H5Pset_chunk_cache,
+    H5Pset_deflate, H5Pset_fletcher32, H5Pset_shuffle,
 };
 use hdf5_sys::h5s::{
     H5S_SELECT_SET, H5S_UNLIMITED, H5S_class_t, H5Sclose, H5Screate, H5Screate_simple,
@@ -35,7 +36,7 @@ use hdf5_sys::h5t::{
 };
 
 pub(crate) use hdf5_sys::h5t::{
-    H5T_IEEE_F32LE, H5T_IEEE_F64LE, H5T_STD_I64LE, H5T_STD_U32LE, H5T_STD_U64LE,
+    H5T_IEEE_F32LE, H5T_IEEE_F64LE, H5T_STD_I32LE, H5T_STD_I64LE, H5T_STD_U32LE, H5T_STD_U64LE,
 };
 
 /// What a failed call reports.
@@ -116,8 +117,33 @@ pub(crate) fn create_file(path: &Path) -> H5Result<Id> {
             unsafe { hdf5_sys::h5p::H5Pset_file_locking(fapl.raw(), 0, 1) },
             "file locking",
         )?;
+        // SAFETY: a file-creation property list, closed by its Id.
+        let fcpl = check_id(
+            unsafe { H5Pcreate(*H5P_CLS_FILE_CREATE) },
+            "file creation properties",
+            H5Pclose,
+        )?;
+        // Space a rewritten chunk leaves is never reused. A compressed chunk
+        // that grows is written elsewhere; were its old place reused before
+        // the next flush, a writer killed then would leave a file whose
+        // flushed index points at other data ("filter returned failure"
+        // in h5py: seen in the kill -9 test). The cost is the old copies of
+        // each second's last, partial chunk.
+        #[cfg(h5_fspace_strategy)]
+        // SAFETY: a file-creation property list; plain values.
+        check(
+            unsafe {
+                hdf5_sys::h5p::H5Pset_file_space_strategy(
+                    fcpl.raw(),
+                    hdf5_sys::h5f::H5F_fspace_strategy_t::H5F_FSPACE_STRATEGY_NONE,
+                    0,
+                    1,
+                )
+            },
+            "file space strategy",
+        )?;
         // SAFETY: `c` is a valid C string; valid property lists.
-        let id = unsafe { H5Fcreate(c.as_ptr(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.raw()) };
+        let id = unsafe { H5Fcreate(c.as_ptr(), H5F_ACC_TRUNC, fcpl.raw(), fapl.raw()) };
         check_id(id, "creating the HDF5 file", H5Fclose)
     })
 }
@@ -315,6 +341,115 @@ pub(crate) fn write_rows(
                 )
             },
             "writing rows",
+        )
+    })
+}
+
+/// Creates the flush log `name` in `loc`: an unlimited `uint64 (n, 2)`
+/// array, one unfiltered chunk per row, allocated when it is extended.
+///
+/// It exists for what its allocation does. A table's last chunk, flushed
+/// while partly filled, is written again elsewhere once it fills (its
+/// compressed size changes) and its old place is freed. If that place is at
+/// the end of the file, the file shrinks back and the new copy lands on it
+/// before the next flush has recorded the move: a writer killed then leaves
+/// an index pointing at bytes that changed ("filter returned failure" in
+/// h5py, seen in the kill -9 test). A row of this log allocated right after
+/// each flush keeps every flushed chunk off the end of the file, and with no
+/// free-space reuse (`create_file`) its place is never written again.
+pub(crate) fn create_flush_log(loc: &Id, name: &str) -> H5Result<Id> {
+    let n = cstr(name);
+    locked(|| {
+        let (dims, max) = ([0 as hsize_t, 2], [H5S_UNLIMITED, 2]);
+        // SAFETY: rank 2 with two extents and two maxima.
+        let space = check_id(
+            unsafe { H5Screate_simple(2, dims.as_ptr(), max.as_ptr()) },
+            "flush log dataspace",
+            H5Sclose,
+        )?;
+        // SAFETY: a property list, closed by its Id.
+        let dcpl = check_id(
+            unsafe { H5Pcreate(*H5P_CLS_DATASET_CREATE) },
+            "flush log properties",
+            H5Pclose,
+        )?;
+        let chunk = [1 as hsize_t, 2];
+        // SAFETY: a rank-2 chunk; allocation when extended.
+        check(
+            unsafe { H5Pset_chunk(dcpl.raw(), 2, chunk.as_ptr()) },
+            "chunking",
+        )?;
+        // SAFETY: as above.
+        check(
+            unsafe { H5Pset_alloc_time(dcpl.raw(), H5D_alloc_time_t::H5D_ALLOC_TIME_EARLY) },
+            "allocation time",
+        )?;
+        // SAFETY: open location, valid name, type, space and property list.
+        let id = unsafe {
+            H5Dcreate2(
+                loc.raw(),
+                n.as_ptr(),
+                *H5T_STD_U64LE,
+                space.raw(),
+                H5P_DEFAULT,
+                dcpl.raw(),
+                H5P_DEFAULT,
+            )
+        };
+        check_id(id, &format!("creating {name}"), H5Dclose)
+    })
+}
+
+/// Appends `row` as row `index` of the flush log `ds`.
+pub(crate) fn append_flush_log(ds: &Id, index: u64, row: [u64; 2]) -> H5Result<()> {
+    locked(|| {
+        let size = [index + 1, 2];
+        // SAFETY: `ds` is the rank-2 flush log.
+        check(
+            unsafe { H5Dset_extent(ds.raw(), size.as_ptr()) },
+            "extending the flush log",
+        )?;
+        let file_space = check_id(
+            // SAFETY: as above.
+            unsafe { hdf5_sys::h5d::H5Dget_space(ds.raw()) },
+            "flush log dataspace",
+            H5Sclose,
+        )?;
+        let (start, count) = ([index, 0], [1 as hsize_t, 2]);
+        // SAFETY: a selection of the row just added.
+        check(
+            unsafe {
+                H5Sselect_hyperslab(
+                    file_space.raw(),
+                    H5S_SELECT_SET,
+                    start.as_ptr(),
+                    std::ptr::null(),
+                    count.as_ptr(),
+                    std::ptr::null(),
+                )
+            },
+            "selecting the flush log row",
+        )?;
+        let mem_dims = [1 as hsize_t, 2];
+        let mem_space = check_id(
+            // SAFETY: rank 2, fixed size.
+            unsafe { H5Screate_simple(2, mem_dims.as_ptr(), std::ptr::null()) },
+            "memory dataspace",
+            H5Sclose,
+        )?;
+        // SAFETY: `row` is two u64 (H5T_STD_U64LE here) and outlives the call.
+        check(
+            unsafe {
+                H5Dwrite(
+                    ds.raw(),
+                    *H5T_STD_U64LE,
+                    mem_space.raw(),
+                    file_space.raw(),
+                    H5P_DEFAULT,
+                    row.as_ptr().cast(),
+                )
+            },
+            "writing the flush log",
         )
     })
 }

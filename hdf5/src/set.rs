@@ -180,7 +180,7 @@ impl FileSet {
             self.summary.last_path = Some(path);
         }
         let f = self.current.as_mut().expect("opened above");
-        f.append(ev)?;
+        f.append(ev, now_ns)?;
         if self.limits.max_events.is_some_and(|m| f.events() >= m) {
             self.close(now_ns)?;
         }

@@ -48,8 +48,10 @@ struct Cli {
     hdf5: Hdf5Args,
 }
 
-/// The longest a file goes unflushed.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The longest a file goes unflushed. With the rows of a partly filled chunk
+/// written once they are half a second old (ssdaq_hdf5::file::TAIL_MAX_AGE_NS),
+/// a file on disk lacks at most its last second.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// How often "no events" is said while nothing arrives.
 const QUIET_WARNING: Duration = Duration::from_secs(10);
 
@@ -64,6 +66,14 @@ fn main() -> ExitCode {
         eprintln!(
             "ssdaq-write: {} exists: give a directory or a new file name (files are never overwritten)",
             cli.path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let parent = cli.path.parent().filter(|p| !p.as_os_str().is_empty());
+    if !cli.path.is_dir() && parent.is_some_and(|p| !p.is_dir()) {
+        eprintln!(
+            "ssdaq-write: {}: no such directory",
+            parent.unwrap_or(&cli.path).display()
         );
         return ExitCode::from(2);
     }

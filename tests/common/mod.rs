@@ -52,6 +52,22 @@ pub fn stats_of(log: &str) -> Stats {
         .collect()
 }
 
+/// The Python that runs the tools' tests: `$SSDAQ_PYTHON`, else `python3`,
+/// checked to import `modules` (comma-separated), with a message that says
+/// how to get one.
+pub fn python(modules: &str) -> String {
+    let py = std::env::var("SSDAQ_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{py} cannot import {modules}: run ./tools/test, or `pip install ./tools/python tables`, or set SSDAQ_PYTHON"
+    );
+    py
+}
+
 pub fn bin(name: &str) -> PathBuf {
     let ssdaqd = PathBuf::from(env!("CARGO_BIN_EXE_ssdaqd"));
     let p = ssdaqd.with_file_name(name);
@@ -162,11 +178,35 @@ impl Ssdaqd {
         }
     }
 
+    /// Waits until the log holds `n` lines containing `needle`.
+    pub fn wait_for_nth(&mut self, needle: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.log.iter().filter(|l| l.contains(needle)).count() < n {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => self.log.push(l),
+                Err(e) => panic!(
+                    "{e:?} before {n} log lines with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
     /// A subscriber connected before anything is sent (waits until the
     /// daemon has seen its subscription, so no event can be missed).
     pub fn subscribe(&mut self) -> EventListener {
         let l = EventListener::connect(&self.endpoint).unwrap();
         self.wait_for("subscriber joined");
+        l
+    }
+
+    /// [`Ssdaqd::subscribe`] when `n - 1` subscribers have already joined.
+    pub fn subscribe_nth(&mut self, n: usize) -> EventListener {
+        let l = EventListener::connect(&self.endpoint).unwrap();
+        self.wait_for_nth("subscriber joined", n);
         l
     }
 

@@ -1,0 +1,434 @@
+//! HDF5 files with the real binaries: `ssdaq-write` subscribed to a live
+//! `ssdaqd`, `ssdaq-replay --hdf5` from its dump, and `ssdaq-plot`, each
+//! file checked in Python the way astronomers read it (h5py, PyTables as
+//! the original described the table, the successor's reading code, the
+//! reader helper: tests/hdf5_check.py) against the events that were
+//! published.
+//!
+//! Built with `--features hdf5` (what `./tools/test` runs); needs
+//! `$SSDAQ_PYTHON` with tools/python and PyTables installed.
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ssdaq::event::EventView;
+
+const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hdf5_check.py");
+
+fn py() -> String {
+    python("ssdaq_tools.reader, ssdaq_tools.plot, h5py, tables")
+}
+
+/// Runs the Python `script` with `args`; returns its stdout (asserting success).
+fn run_py(args: &[&str]) -> String {
+    let out = Command::new(py()).args(args).output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{args:?}:\n{o}\n{e}");
+    o
+}
+
+/// Checks `files` (one set, in order) against the messages in `messages`.
+fn check(messages: &Path, format: &str, layout: &str, files: &[PathBuf]) -> usize {
+    let mut args = vec![CHECK, messages.to_str().unwrap(), format, layout];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let out = run_py(&args);
+    out.trim()
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .unwrap()
+}
+
+/// `ssdaq-write` with `args`, its stderr in `log`.
+fn writer(args: &[&str], log: &Path) -> Child {
+    Command::new(bin("ssdaq-write"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_exit(c: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the writer did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(c: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(c.id() as i32, sig) };
+}
+
+fn replay(args: &[&str]) -> Output {
+    Command::new(bin("ssdaq-replay"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The files a run wrote, in the order it closed them ("closed PATH:" lines).
+fn closed_files(log: &str) -> Vec<PathBuf> {
+    log.lines()
+        .filter_map(|l| l.split("closed ").nth(1))
+        .map(|r| PathBuf::from(r.split(": ").next().unwrap()))
+        .collect()
+}
+
+/// 30 frames of a camera whose module 9 is dead and whose module 5 loses
+/// frame 12: 300 events, ten of them without module 5.
+fn run_camera(cam: &Camera) {
+    for f in 0..30 {
+        for m in (0..32).filter(|&m| m != 9 && !(m == 5 && f == 12)) {
+            cam.send(m, f);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn live_and_replayed_files_hold_every_published_event_exactly() {
+    let dir = tmpdir("h5-exact");
+    let dump = dir.join("run.raw");
+    let live_h5 = dir.join("live.h5");
+    let mut d = Ssdaqd::start(&["--dump", dump.to_str().unwrap(), "--run-number", "4"]);
+    let mut w = writer(
+        &[live_h5.to_str().unwrap(), "--sub", &d.endpoint],
+        &dir.join("w.log"),
+    );
+    d.wait_for("subscriber joined");
+    let mut sub = d.subscribe_nth(2);
+    let cam = Camera::new(32, d.port);
+    run_camera(&cam);
+    let live = receive(&mut sub, 300);
+    // The writer has had them too once a second flush passed; stop it.
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&w, libc::SIGINT);
+    assert!(wait_exit(&mut w).success());
+    let wlog = std::fs::read_to_string(dir.join("w.log")).unwrap();
+    assert!(
+        wlog.contains("wrote 300 event(s) in 1 file(s); 0 missed"),
+        "{wlog}"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let live_msgs = dir.join("live.bin");
+    std::fs::write(&live_msgs, live.concat()).unwrap();
+    assert_eq!(
+        live.iter()
+            .filter(|m| !EventView::parse(m).unwrap().has_module(5))
+            .count(),
+        10
+    );
+
+    // Live, and replayed from the dump: the same 300 events, value for value.
+    assert_eq!(check(&live_msgs, "v1", "seed", &[live_h5]), 300);
+    let replay_h5 = dir.join("replay.h5");
+    let r = replay(&[
+        dump.to_str().unwrap(),
+        "--hdf5",
+        replay_h5.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(check(&live_msgs, "v1", "seed", &[replay_h5.clone()]), 300);
+
+    // The successor layout, from v2 events (which carry the CPU times).
+    let (v2_msgs, succ) = (dir.join("v2.bin"), dir.join("succ.h5"));
+    let r = replay(&[
+        dump.to_str().unwrap(),
+        "--format",
+        "v2",
+        "--out",
+        v2_msgs.to_str().unwrap(),
+        "--hdf5",
+        succ.to_str().unwrap(),
+        "--layout",
+        "successor",
+        "--compress",
+        "0",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(check(&v2_msgs, "v2", "successor", &[succ]), 300);
+
+    // Rotation: files of at most 120 events, in a directory, in order.
+    let rot = dir.join("rot");
+    std::fs::create_dir(&rot).unwrap();
+    let r = replay(&[
+        dump.to_str().unwrap(),
+        "--hdf5",
+        rot.to_str().unwrap(),
+        "--max-events",
+        "120",
+    ]);
+    let err = text(&r);
+    assert!(r.status.success(), "{err}");
+    let files = closed_files(&err);
+    assert_eq!(files.len(), 3, "{err}");
+    assert!(files.iter().all(|f| f.starts_with(&rot)), "{err}");
+    assert_eq!(check(&live_msgs, "v1", "seed", &files), 300);
+
+    // The camera image: module 9 (dead) grey, module 0 coloured, corners blank.
+    let png = dir.join("camera.png");
+    let plot = PathBuf::from(py()).with_file_name("ssdaq-plot");
+    let o = Command::new(&plot)
+        .args([
+            replay_h5.to_str().unwrap(),
+            "--mean",
+            "0:300",
+            "-o",
+            png.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let colours = run_py(&[
+        "-c",
+        r#"
+import sys, matplotlib.image as mi, matplotlib.colors as mc
+from ssdaq_tools.geometry import Geometry
+from ssdaq_tools import plot
+g = Geometry.load()
+img = mi.imread(sys.argv[1])
+def at(m):
+    r, c = g.module_origin(m)
+    x, y = plot.png_pixel(g, r + 3.5, c + 3.5)
+    return mc.to_hex(img[y, x][:3])
+x, y = plot.png_pixel(g, 2, 2)
+print(at(9), at(0), mc.to_hex(img[y, x][:3]), plot.MISSING_COLOUR)
+"#,
+        png.to_str().unwrap(),
+    ]);
+    let c: Vec<&str> = colours.split_whitespace().collect();
+    assert_eq!(
+        c[0], c[3],
+        "module 9 is drawn in the missing colour: {colours}"
+    );
+    assert_ne!(c[1], c[3], "module 0 is not: {colours}");
+    assert_eq!(c[2], "#ffffff", "the corner is blank: {colours}");
+}
+
+#[test]
+fn a_writer_killed_with_kill_9_leaves_a_file_with_all_but_its_last_second() {
+    let dir = tmpdir("h5-kill9");
+    let file = dir.join("live.h5");
+    let mut d = Ssdaqd::start(&[]);
+    let mut w = writer(
+        &[file.to_str().unwrap(), "--sub", &d.endpoint],
+        &dir.join("w.log"),
+    );
+    d.wait_for("subscriber joined");
+    let mut sub = d.subscribe_nth(2);
+    let cam = Camera::new(32, d.port);
+    // 2.5 s of a 32-module camera at about 1000 events/s, then kill -9.
+    let start = Instant::now();
+    let mut published = Vec::new();
+    let mut f = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        for m in 0..32 {
+            cam.send(m, f);
+        }
+        f += 1;
+        std::thread::sleep(Duration::from_millis(10));
+        while let Some(ev) = sub.recv(Duration::ZERO).unwrap() {
+            published.push((start.elapsed(), ev.bytes().to_vec()));
+        }
+    }
+    let killed_at = start.elapsed();
+    signal(&w, libc::SIGKILL);
+    wait_exit(&mut w);
+    let out = run_py(&[
+        "-c",
+        "import sys, h5py; t = h5py.File(sys.argv[1], 'r')['SlowSignal/readout']; \
+         print(t.shape[0], int(t['event_number'][-1]) if t.shape[0] else 0)",
+        file.to_str().unwrap(),
+    ]);
+    let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let older = published
+        .iter()
+        .filter(|(t, _)| *t + Duration::from_millis(1200) < killed_at)
+        .count() as u64;
+    assert!(
+        v[0] >= older && v[0] > 0,
+        "{} rows readable; {older} events were published over a second before the kill",
+        v[0]
+    );
+    assert_eq!(v[1], v[0], "rows 1..n are events 1..n");
+    drop(d);
+}
+
+#[test]
+fn a_full_disk_closes_the_file_cleanly_with_every_event_before() {
+    let dir = tmpdir("h5-full");
+    let dump = dir.join("run.raw");
+    let mut d = Ssdaqd::start(&["--dump", dump.to_str().unwrap(), "--modules", "0-31"]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(32, d.port);
+    for f in 0..200 {
+        for m in 0..32 {
+            cam.send(m, f);
+        }
+        if f % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let live = receive(&mut sub, 2000);
+    d.stop();
+    let msgs = dir.join("live.bin");
+    std::fs::write(&msgs, live.concat()).unwrap();
+
+    // A 12 MiB tmpfs: room for about 4 MiB of rows before the 8 MiB reserve.
+    let mnt = dir.join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=12m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?); CI runs this as root");
+        return;
+    }
+    let file = mnt.join("run.h5");
+    let r = replay(&[
+        dump.to_str().unwrap(),
+        "--hdf5",
+        file.to_str().unwrap(),
+        "--compress",
+        "0",
+    ]);
+    let err = text(&r);
+    let kept = std::fs::copy(&file, dir.join("run.h5"));
+    let _ = Command::new("umount").arg(&mnt).status();
+    kept.unwrap();
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    let lines: Vec<_> = err.lines().filter(|l| l.contains("disk is full")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("the file was closed"), "{err}");
+    // What is in the file is exactly the first events, all readable.
+    let n: usize = run_py(&[
+        "-c",
+        "import sys, h5py; print(h5py.File(sys.argv[1], 'r')['SlowSignal/readout'].shape[0])",
+        dir.join("run.h5").to_str().unwrap(),
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(n > 100 && n < 2000, "{n} rows");
+    let first = dir.join("first.bin");
+    std::fs::write(&first, live[..n].concat()).unwrap();
+    assert_eq!(check(&first, "v1", "seed", &[dir.join("run.h5")]), n);
+}
+
+#[test]
+fn bad_paths_endpoints_and_messages_get_one_clear_line() {
+    let dir = tmpdir("h5-bad");
+    let taken = dir.join("taken.h5");
+    std::fs::write(&taken, b"not ours").unwrap();
+    let write = |args: &[&str]| {
+        let o = Command::new(bin("ssdaq-write"))
+            .args(args)
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o))
+    };
+    let (code, err) = write(&[taken.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("exists") && err.contains("never overwritten"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&taken).unwrap(), b"not ours");
+    let (code, err) = write(&[dir.join("no/such/dir/x.h5").to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no such directory"), "{err}");
+    let (code, err) = write(&[dir.to_str().unwrap(), "--sub", "nonsense"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--sub nonsense"), "{err}");
+    for bad in [
+        ["--compress", "10"],
+        ["--layout", "pytables"],
+        ["--max-size", "10k"],
+    ] {
+        let (code, err) = write(&[dir.to_str().unwrap(), bad[0], bad[1]]);
+        assert_eq!(code, Some(2), "{bad:?}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{err}"
+        );
+    }
+    // Nobody publishes there: a timeout, said as such, and no file.
+    let (code, err) = write(&[
+        dir.to_str().unwrap(),
+        "--sub",
+        "tcp://127.0.0.1:1",
+        "--timeout",
+        "0.5",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no event from tcp://127.0.0.1:1"), "{err}");
+    assert!(err.contains("wrote 0 event(s) in 0 file(s)"), "{err}");
+
+    // A publisher of garbage and of good events: the garbage is counted
+    // and dropped, every event written.
+    let ctx = zmq::Context::new();
+    let publ = ctx.socket(zmq::PUB).unwrap();
+    publ.bind("tcp://127.0.0.1:*").unwrap();
+    let ep = publ.get_last_endpoint().unwrap().unwrap();
+    let out = dir.join("mixed.h5");
+    let mut w = writer(
+        &[out.to_str().unwrap(), "--sub", &ep, "--events", "5"],
+        &dir.join("w.log"),
+    );
+    let mut msg = vec![0u8; ssdaq::event::V1_LEN];
+    let mut n = 1u64;
+    let deadline = Instant::now() + WAIT;
+    while w.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the writer did not finish");
+        publ.send(&b"garbage"[..], 0).unwrap();
+        msg[..8].copy_from_slice(&n.to_le_bytes());
+        publ.send(&msg[..], 0).unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(dir.join("w.log")).unwrap();
+    assert!(w.wait().unwrap().success(), "{log}");
+    assert!(log.contains("wrote 5 event(s) in 1 file(s)"), "{log}");
+    assert!(
+        log.contains("not events") && !log.contains(" 0 message(s) that were not"),
+        "{log}"
+    );
+
+    // ssdaq-replay refuses a taken --hdf5 before reading anything.
+    let dump = dir.join("empty.raw");
+    let mut d = Ssdaqd::start(&["--dump", dump.to_str().unwrap()]);
+    d.wait_for("dumping every datagram");
+    d.stop();
+    let r = replay(&[dump.to_str().unwrap(), "--hdf5", taken.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("never overwritten"), "{}", text(&r));
+}
