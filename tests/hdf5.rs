@@ -148,7 +148,10 @@ fn live_and_replayed_files_hold_every_published_event_exactly() {
         replay_h5.to_str().unwrap(),
     ]);
     assert!(r.status.success(), "{}", text(&r));
-    assert_eq!(check(&live_msgs, "v1", "seed", std::slice::from_ref(&replay_h5)), 300);
+    assert_eq!(
+        check(&live_msgs, "v1", "seed", std::slice::from_ref(&replay_h5)),
+        300
+    );
 
     // The successor layout, from v2 events (which carry the CPU times).
     let (v2_msgs, succ) = (dir.join("v2.bin"), dir.join("succ.h5"));
