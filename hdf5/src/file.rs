@@ -187,7 +187,11 @@ impl EventFile {
                 &h5::TableOptions {
                     chunk_rows: CHUNK_ROWS,
                     deflate: opts.compress,
-                    fletcher32: true,
+                    // With deflate a checksum per chunk costs nothing
+                    // measurable (4414 vs 4400 events/s); without, it halves
+                    // the rate (33 600 vs 72 400), so uncompressed files
+                    // have no filter at all, as PyTables writes them.
+                    fletcher32: opts.compress > 0,
                 },
             )?;
             pytables_node(&table, "TABLE", TABLE_TITLE, "2.7")?;

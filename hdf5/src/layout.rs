@@ -152,19 +152,11 @@ impl Layout {
     /// Fills `row` (exactly [`Layout::row_len`] bytes) from `ev`. `run` is
     /// the run number to store where the event carries none (v2).
     pub fn fill_row(self, ev: &EventView<'_>, run: u64, row: &mut [u8]) {
-        let mut mv = [[F32::ZERO; N_PIXELS]; N_MODULES];
-        for (m, out) in mv.iter_mut().enumerate() {
-            let r = ev.row(m);
-            for (o, v) in out.iter_mut().zip(r) {
-                // f64 → f32 rounds to nearest, as numpy's astype(float32); NaN stays NaN.
-                *o = F32::new(v as f32);
-            }
-        }
         let mask = U32::new(ev.present_mask());
         match self {
             Layout::Seed => {
                 let r = SeedRow::mut_from_bytes(row).expect("a buffer of one seed row");
-                r.data = mv;
+                fill_mv(ev, &mut r.data);
                 r.ev_time = U64::new(ev.timestamp());
                 r.event_number = U64::new(ev.number());
                 r.runt_number = U64::new(ev.run().unwrap_or(run));
@@ -180,11 +172,21 @@ impl Layout {
                 r.cpu_t = F64::new(s as f64 + ns as f64 * 1e-9);
                 r.cpu_t_ns = U64::new(ns);
                 r.cpu_t_s = U64::new(s);
-                r.data = mv;
+                fill_mv(ev, &mut r.data);
                 r.iro = U64::new(ev.number());
                 r.time = U64::new(ev.timestamp());
                 r.module_mask = mask;
             }
+        }
+    }
+}
+
+/// The event's mV as float32, in place (f64 → f32 rounds to nearest, as
+/// numpy's `astype(float32)`; NaN stays NaN).
+fn fill_mv(ev: &EventView<'_>, out: &mut [[F32; N_PIXELS]; N_MODULES]) {
+    for (m, row) in out.iter_mut().enumerate() {
+        for (o, v) in row.iter_mut().zip(ev.row(m)) {
+            *o = F32::new(v as f32);
         }
     }
 }
