@@ -17,14 +17,16 @@ use std::path::Path;
 
 use hdf5_sys::h5::{herr_t, hsize_t};
 use hdf5_sys::h5a::{H5Aclose, H5Acreate2, H5Adelete, H5Aexists, H5Awrite};
-use hdf5_sys::h5d::{H5D_alloc_time_t, H5Dclose, H5Dcreate2, H5Dset_extent, H5Dwrite};
+use hdf5_sys::h5d::{
+    H5D_alloc_time_t, H5Dclose, H5Dcreate2, H5Dset_extent, H5Dwrite, H5Dwrite_chunk,
+};
 use hdf5_sys::h5f::{H5F_ACC_TRUNC, H5F_SCOPE_LOCAL, H5Fclose, H5Fcreate, H5Fflush};
 use hdf5_sys::h5g::{H5Gclose, H5Gcreate2};
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{
     H5P_CLS_DATASET_ACCESS, H5P_CLS_DATASET_CREATE, H5P_CLS_FILE_ACCESS, H5P_CLS_FILE_CREATE,
     H5P_DEFAULT, H5Pclose, H5Pcreate, H5Pset_alloc_time, H5Pset_chunk, H5Pset_chunk_cache,
-    H5Pset_deflate, H5Pset_fletcher32, H5Pset_shuffle,
+    H5Pset_deflate, H5Pset_shuffle,
 };
 use hdf5_sys::h5s::{
     H5S_SELECT_SET, H5S_UNLIMITED, H5S_class_t, H5Sclose, H5Screate, H5Screate_simple,
@@ -209,8 +211,6 @@ pub(crate) struct TableOptions {
     pub chunk_rows: usize,
     /// deflate level, 0 for none (then no shuffle either).
     pub deflate: u8,
-    /// A Fletcher-32 checksum per chunk: a damaged chunk is an error, not data.
-    pub fletcher32: bool,
 }
 
 /// Creates an empty, unlimited 1-D dataset of `ty` rows named `name` in `loc`.
@@ -245,24 +245,17 @@ pub(crate) fn create_table(loc: &Id, name: &str, ty: &Id, opts: &TableOptions) -
                 "deflate filter",
             )?;
         }
-        if opts.fletcher32 {
-            // SAFETY: as above.
-            check(
-                unsafe { H5Pset_fletcher32(dcpl.raw()) },
-                "fletcher32 filter",
-            )?;
-        }
         let dapl = check_id(
             // SAFETY: as above.
             unsafe { H5Pcreate(*H5P_CLS_DATASET_ACCESS) },
             "table access properties",
             H5Pclose,
         )?;
-        // A cache that holds a few whole chunks: rows arrive a few at a time.
-        let bytes = (opts.chunk_rows * 4 * 9000).max(1 << 20);
-        // SAFETY: a dataset-access property list; preempt fully written chunks first.
+        // No chunk cache: chunks are written whole and encoded (`write_chunk`),
+        // never read back.
+        // SAFETY: a dataset-access property list.
         check(
-            unsafe { H5Pset_chunk_cache(dapl.raw(), 521, bytes, 1.0) },
+            unsafe { H5Pset_chunk_cache(dapl.raw(), 0, 0, 1.0) },
             "chunk cache",
         )?;
         // SAFETY: open location, valid name, type, space and property lists.
@@ -281,66 +274,32 @@ pub(crate) fn create_table(loc: &Id, name: &str, ty: &Id, opts: &TableOptions) -
     })
 }
 
-/// Writes `rows` (whole rows of `ty`, back to back) at row `first` of the
-/// 1-D dataset `ds`, extending it to `first + n`.
-pub(crate) fn write_rows(
-    ds: &Id,
-    ty: &Id,
-    first: u64,
-    rows: &[u8],
-    row_len: usize,
-) -> H5Result<()> {
-    assert_eq!(rows.len() % row_len, 0, "whole rows");
-    let n = (rows.len() / row_len) as hsize_t;
+/// Writes one encoded chunk (`mask` says which filters were skipped, as
+/// `H5Dwrite_chunk` takes it) at row `first` of the 1-D chunked dataset
+/// `ds`, after extending the dataset to `rows` rows.
+pub(crate) fn write_chunk(ds: &Id, first: u64, rows: u64, mask: u32, bytes: &[u8]) -> H5Result<()> {
     locked(|| {
-        let size = [first + n];
+        let size = [rows];
         // SAFETY: `ds` is an open chunked dataset of rank 1.
         check(
             unsafe { H5Dset_extent(ds.raw(), size.as_ptr()) },
             "extending the table",
         )?;
-        let file_space = check_id(
-            // SAFETY: as above.
-            unsafe { hdf5_sys::h5d::H5Dget_space(ds.raw()) },
-            "table dataspace",
-            H5Sclose,
-        )?;
-        let (start, count) = ([first], [n]);
-        // SAFETY: a rank-1 selection inside the extent just set.
+        let offset = [first];
+        // SAFETY: a rank-1 offset (a chunk's first row, inside the extent
+        // just set) and `bytes.len()` bytes that outlive the call.
         check(
             unsafe {
-                H5Sselect_hyperslab(
-                    file_space.raw(),
-                    H5S_SELECT_SET,
-                    start.as_ptr(),
-                    std::ptr::null(),
-                    count.as_ptr(),
-                    std::ptr::null(),
-                )
-            },
-            "selecting rows",
-        )?;
-        let mem_dims = [n];
-        let mem_space = check_id(
-            // SAFETY: rank 1, fixed size.
-            unsafe { H5Screate_simple(1, mem_dims.as_ptr(), std::ptr::null()) },
-            "memory dataspace",
-            H5Sclose,
-        )?;
-        // SAFETY: `rows` holds `n` rows of exactly `ty`'s layout (the memory
-        // type is the file type: no conversion), and outlives the call.
-        check(
-            unsafe {
-                H5Dwrite(
+                H5Dwrite_chunk(
                     ds.raw(),
-                    ty.raw(),
-                    mem_space.raw(),
-                    file_space.raw(),
                     H5P_DEFAULT,
-                    rows.as_ptr().cast(),
+                    mask,
+                    offset.as_ptr(),
+                    bytes.len(),
+                    bytes.as_ptr().cast(),
                 )
             },
-            "writing rows",
+            "writing a chunk",
         )
     })
 }

@@ -15,6 +15,13 @@
 //! not part of the daemon's default build: `cargo build --features hdf5`.
 //! docs/formats.md describes the files.
 
+#[cfg(not(h5_direct_chunk))]
+compile_error!(
+    "ssdaq-hdf5 needs HDF5 1.10.3 or later (H5Dwrite_chunk); \
+     install a newer libhdf5-dev or point HDF5_DIR at one"
+);
+
+mod chunk;
 pub mod file;
 mod h5;
 pub mod layout;
