@@ -60,8 +60,8 @@ impl ChunkEncoder {
             } else {
                 Vec::new()
             },
-            // Room for a chunk that does not shrink: that one is stored
-            // shuffled only (and so is any chunk when compression is off).
+            // The compressed chunk (a chunk that does not fit is stored
+            // shuffled only), or uncompressed, a partly filled chunk padded.
             out: vec![0; bytes],
             deflate,
         }
@@ -74,13 +74,16 @@ impl ChunkEncoder {
 
     /// Encodes `data` (whole rows, at most one chunk's) as one chunk:
     /// returns the filter mask for `H5Dwrite_chunk` and the bytes to write.
-    pub(crate) fn encode(&mut self, data: &[u8]) -> (u32, &[u8]) {
+    pub(crate) fn encode<'a>(&'a mut self, data: &'a [u8]) -> (u32, &'a [u8]) {
         let (row_len, rows) = (self.row_len, self.rows);
         assert!(
             data.len() % row_len == 0 && data.len() <= self.chunk_len(),
             "whole rows, at most one chunk"
         );
         let Some(deflate) = self.deflate.as_mut() else {
+            if data.len() == self.chunk_len() {
+                return (0, data); // a full chunk is written as it is
+            }
             self.out[..data.len()].copy_from_slice(data);
             self.out[data.len()..].fill(0);
             return (0, &self.out);
