@@ -41,7 +41,8 @@ pub struct BuilderArgs {
     /// [ssdaqd default: 100].
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
-    /// Stop waiting for a module silent this long [ssdaqd default: 2].
+    /// Stop waiting for a module silent this long, at most 86400 (a day)
+    /// [ssdaqd default: 2].
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub module_timeout: Option<Duration>,
     /// Wait for exactly these modules (e.g. 0-31) instead of learning them.

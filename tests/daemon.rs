@@ -382,6 +382,9 @@ fn bad_flags_exit_2_with_a_message() {
         &["--dump", "/dev/null"],
         &["--modules", "40"],
         &["--timeout-ms", "5000", "--module-timeout", "1"],
+        &["--module-timeout", "1e19"],
+        &["--module-timeout", "86401"],
+        &["--allow", "10.0.1.5/24"],
         &["--format", "v3"],
         &["-p", "1", "--pub", "tcp://127.0.0.1:1"],
     ] {

@@ -84,6 +84,10 @@ pub const DEFAULT_REORDER_NS: u64 = 2_000_000;
 pub const MIN_SLOTS: usize = 64;
 /// The widest event window: half the real camera's readout spacing (4 ms).
 pub const MAX_WINDOW_NS: u64 = 2_000_000;
+
+/// The longest the builder waits for a silent module (a day): longer is a
+/// typo, and a value that overflowed its nanoseconds is refused, not clamped.
+pub const MAX_MODULE_TIMEOUT_NS: u64 = 86_400 * 1_000_000_000;
 pub const MAX_SLOTS: usize = 65_536;
 
 /// Builder settings. All times are nanoseconds.
@@ -126,8 +130,30 @@ pub struct Net {
 impl Net {
     /// Whether `ip` lies in this network.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-        u32::from(ip) & mask == self.addr & mask
+        u32::from(ip) & self.mask() == self.addr
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0)
+    }
+
+    /// `a.b.c.d/len` or a bare address, host bits dropped: how a dump
+    /// header's networks are read (ssdaqd before 0.2 took host bits as
+    /// given, and masked them when matching, as this does).
+    fn parse_masked(s: &str) -> Result<(Net, Ipv4Addr), String> {
+        let bad = || format!("`{s}` is not a network like 10.0.1.0/24 or 127.0.0.100");
+        let (a, len) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+        let len: u8 = len.trim().parse().map_err(|_| bad())?;
+        if len > 32 {
+            return Err(bad());
+        }
+        let mut net = Net {
+            addr: u32::from(addr),
+            len,
+        };
+        net.addr &= net.mask();
+        Ok((net, addr))
     }
 }
 
@@ -139,19 +165,16 @@ impl std::fmt::Display for Net {
 
 impl std::str::FromStr for Net {
     type Err = String;
-    /// `a.b.c.d/len`, or a bare address (`/32`).
+    /// `a.b.c.d/len`, or a bare address (`/32`); a network with host bits
+    /// set (`10.0.1.5/24`) is refused: it is a typo for one of two things.
     fn from_str(s: &str) -> Result<Net, String> {
-        let bad = || format!("`{s}` is not a network like 10.0.1.0/24 or 127.0.0.100");
-        let (a, len) = s.split_once('/').unwrap_or((s, "32"));
-        let addr: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
-        let len: u8 = len.trim().parse().map_err(|_| bad())?;
-        if len > 32 {
-            return Err(bad());
+        let (net, given) = Net::parse_masked(s)?;
+        if u32::from(given) != net.addr {
+            return Err(format!(
+                "`{s}` has host bits set: the network is {net}, the address alone {given}"
+            ));
         }
-        Ok(Net {
-            addr: u32::from(addr),
-            len,
-        })
+        Ok(net)
     }
 }
 
@@ -202,6 +225,7 @@ pub enum ConfigError {
     WindowZero,
     WindowTooWide(u64),
     TimeoutZero,
+    ModuleTimeoutTooLong(u64),
     ModuleTimeoutTooShort {
         module_timeout_ns: u64,
         timeout_ns: u64,
@@ -228,6 +252,16 @@ impl ConfigError {
                 name(Window)
             ),
             ConfigError::TimeoutZero => format!("{} must be positive", name(Timeout)),
+            ConfigError::ModuleTimeoutTooLong(ns) => format!(
+                "{} must be at most {} s (a day), not {}",
+                name(ModuleTimeout),
+                MAX_MODULE_TIMEOUT_NS / 1_000_000_000,
+                if ns == u64::MAX {
+                    "a value that large".to_string()
+                } else {
+                    format!("{} s", ns as f64 / 1e9)
+                }
+            ),
             ConfigError::ModuleTimeoutTooShort {
                 module_timeout_ns,
                 timeout_ns,
@@ -276,6 +310,9 @@ impl BuilderConfig {
         }
         if self.timeout_ns == 0 {
             return Err(ConfigError::TimeoutZero);
+        }
+        if self.module_timeout_ns > MAX_MODULE_TIMEOUT_NS {
+            return Err(ConfigError::ModuleTimeoutTooLong(self.module_timeout_ns));
         }
         if self.module_timeout_ns <= self.timeout_ns {
             return Err(ConfigError::ModuleTimeoutTooShort {
@@ -349,7 +386,7 @@ impl BuilderConfig {
             "allow" => {
                 self.allow = value
                     .split(',')
-                    .map(str::parse)
+                    .map(|n| Net::parse_masked(n).map(|(net, _)| net))
                     .collect::<Result<_, _>>()
                     .map_err(|e| format!("allow={value}: {e}"))?
             }
@@ -2085,6 +2122,15 @@ mod tests {
         assert_eq!(open.b.stats().odd_sources, vec![(stray, 1)]);
         assert!("10.0.0.0/33".parse::<Net>().is_err());
         assert!("127.0.0.100".parse::<Net>().unwrap().contains(src(0)));
+        let e = "127.0.0.100/24".parse::<Net>().unwrap_err();
+        assert!(
+            e.contains("127.0.0.0/24") && e.contains("127.0.0.100"),
+            "{e}"
+        );
+        // A dump header written before host bits were refused still reads.
+        let mut old = BuilderConfig::default();
+        assert!(old.set_pair("allow", "127.0.0.100/24").unwrap());
+        assert_eq!(old.allow, vec!["127.0.0.0/24".parse().unwrap()]);
     }
 
     #[test]
@@ -2105,5 +2151,16 @@ mod tests {
             .is_err()
         );
         assert!(BuilderConfig::default().validate().is_ok());
+        // A module timeout past a day, or one that overflowed, is refused.
+        for ns in [MAX_MODULE_TIMEOUT_NS + 1, u64::MAX] {
+            let e = BuilderConfig {
+                module_timeout_ns: ns,
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(e, ConfigError::ModuleTimeoutTooLong(ns));
+            assert!(e.describe(crate::cli::flag).contains("at most 86400 s"));
+        }
     }
 }
