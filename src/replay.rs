@@ -37,6 +37,42 @@ pub fn recorded_settings(dump: &Dump) -> Result<(BuilderConfig, Format), String>
     Ok((cfg, format))
 }
 
+/// Checks that `dumps` (in recording order, as `dump::open_set` returns
+/// them) are one recording: the files of one rotated set. Two runs' dumps
+/// side by side in a directory are not one stream: built as one, the
+/// second run would be built with the first one's settings, its events
+/// numbered on from the first's. The error names each set by its first
+/// file, so the user can replay them one at a time.
+pub fn one_recording(dumps: &[Dump]) -> Result<(), String> {
+    let mut sets: Vec<(u64, &Dump, usize)> = Vec::new();
+    for d in dumps {
+        match sets.iter_mut().find(|(id, _, _)| *id == d.info().set_id) {
+            Some((_, _, n)) => *n += 1,
+            None => sets.push((d.info().set_id, d, 1)),
+        }
+    }
+    if sets.len() <= 1 {
+        return Ok(());
+    }
+    let list: Vec<String> = sets
+        .iter()
+        .map(|(_, first, n)| {
+            format!(
+                "{} ({n} file{}, started {})",
+                first.path().display(),
+                if *n == 1 { "" } else { "s" },
+                ssdaq_wire::utc::iso(first.info().created_ns)
+            )
+        })
+        .collect();
+    Err(format!(
+        "these dumps are {} separate recordings: {}; replay one at a time by naming its \
+         first file (it brings its rotated files along), or survey them all with --info",
+        sets.len(),
+        list.join("; ")
+    ))
+}
+
 /// What a replay read.
 #[derive(Clone, Debug, Default)]
 pub struct ReplayStats {

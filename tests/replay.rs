@@ -3,7 +3,7 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -382,4 +382,45 @@ fn a_paced_replay_stops_promptly_on_a_signal() {
     );
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("replayed in"), "with its summary: {err}");
+}
+
+#[test]
+fn a_directory_of_two_recordings_is_refused_with_each_named() {
+    let dir = tmpdir("two-runs");
+    let mut firsts = Vec::new();
+    for run in 0..2u64 {
+        let mut d = Ssdaqd::start(&["--dump", dir.to_str().unwrap()]);
+        let mut sub = d.subscribe();
+        let cam = Camera::new(32, d.port);
+        for f in 0..5 {
+            for m in 0..32 {
+                cam.send(m, f + run * 100);
+            }
+        }
+        receive(&mut sub, 50);
+        assert!(d.stop().0.success());
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !firsts.contains(p))
+            .collect();
+        assert_eq!(names.len(), 1, "one file per run: {names:?}");
+        firsts.push(names.pop().unwrap());
+    }
+    let r = replay(&[dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("2 separate recordings"), "{err}");
+    for f in &firsts {
+        assert!(err.contains(f.to_str().unwrap()), "{f:?} named: {err}");
+    }
+    // Each alone replays its own 50 events; --info surveys both.
+    for f in &firsts {
+        let r = replay(&[f.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{err}");
+        assert!(err.contains("events 50 "), "{err}");
+    }
+    let r = replay(&[dir.to_str().unwrap(), "--info"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 }

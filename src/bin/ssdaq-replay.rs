@@ -30,7 +30,8 @@ use ssdaq::replay;
     after_help = "The builder settings recorded in the dump are used unless overridden by a flag."
 )]
 struct Cli {
-    /// Dump files (a rotated set: its first file), or directories of them.
+    /// Dump files (a rotated set: its first file), or directories of them;
+    /// all of one recording (two runs' dumps are refused: replay each).
     #[arg(required = true)]
     dumps: Vec<PathBuf>,
     /// Print each file's header and the datagrams per module, without building.
@@ -167,6 +168,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         print!("{}", replay::survey(&dumps, cli.build.relaxed_ip));
         return Ok(());
     }
+    replay::one_recording(&dumps).map_err(Failure::Usage)?;
     let (recorded, recorded_format) = replay::recorded_settings(&dumps[0]).map_err(Failure::Run)?;
     let cfg = cli.build.apply(recorded).map_err(Failure::Usage)?;
     let format = cli.format.unwrap_or(recorded_format);
