@@ -37,3 +37,54 @@ fn sighup_is_logged_and_the_run_goes_on() {
     let s = d.stop_stats();
     assert_eq!(s["received"], 6, "still receiving after SIGHUP: {s:?}");
 }
+
+#[test]
+fn a_second_signal_later_stops_at_once_with_the_summary_the_dump_closed_and_exit_3() {
+    // The second signal must arrive over a second after the first while
+    // the daemon is still stopping: freeze it (SIGSTOP) just after the
+    // first, send the second while it is frozen, and let it go on. Which
+    // of its threads runs first after SIGCONT decides whether the stop was
+    // over before the second signal was read (then it is a clean stop,
+    // exit 0: about one try in four on a 2-vCPU host), so up to eight
+    // tries; each time the daemon says it stops at once, it must exit 3
+    // with its summary and a closed dump.
+    let dir = tmpdir("hurried");
+    for attempt in 0..8 {
+        let dump = dir.join(format!("run{attempt}.raw"));
+        let d = Ssdaqd::start(&["--dump", dump.to_str().unwrap()]);
+        let cam = Camera::new(32, d.port);
+        for f in 0..5 {
+            for m in 0..32 {
+                cam.send(m, f);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        d.signal(libc::SIGINT);
+        std::thread::sleep(Duration::from_millis(5));
+        d.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(1200));
+        d.signal(libc::SIGINT);
+        std::thread::sleep(Duration::from_millis(20));
+        d.signal(libc::SIGCONT);
+        let (status, log) = d.finish();
+        if !log.contains("again: stopping at once") {
+            assert_eq!(status.code(), Some(0), "{log}");
+            continue;
+        }
+        assert_eq!(status.code(), Some(3), "{log}");
+        assert!(log.contains("stats: "), "the summary is printed: {log}");
+        let r = std::process::Command::new(bin("ssdaq-replay"))
+            .arg(&dump)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{err}");
+        assert!(err.contains("160 datagrams"), "all in the dump: {err}");
+        assert!(
+            !err.contains("data ends at offset"),
+            "the dump was closed: {err}"
+        );
+        return;
+    }
+    panic!("in eight tries the second signal never came before the stop was over");
+}
