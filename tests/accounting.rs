@@ -51,7 +51,18 @@ fn table(text: &str, header: &str) -> HashMap<u64, Row> {
 #[test]
 fn every_datagram_of_a_seeded_faulty_camera_has_exactly_the_fate_it_was_given() {
     const FRAMES: u64 = 300;
-    let d = Ssdaqd::start(&["--hwm", "20000", "--reorder-ns", "20000000"]);
+    // The camera's addresses .100-.131 are modules; the simulator's
+    // foreign hosts (.200-.203) are not.
+    let d = Ssdaqd::start(&[
+        "--hwm",
+        "20000",
+        "--reorder-ns",
+        "20000000",
+        "--allow",
+        "127.0.0.96/27",
+        "--allow",
+        "127.0.0.128/30",
+    ]);
     let out = Command::new(bin("tm-ss-sim"))
         .args([&d.port.to_string(), "localhost", "--modules", "32"])
         .args([
@@ -78,6 +89,25 @@ fn every_datagram_of_a_seeded_faulty_camera_has_exactly_the_fate_it_was_given() 
             "9@100:3000000000:2",
         ])
         .args(["--ts-jump", "20:200:-3000000000"])
+        // The seeded faults: each datagram may be copied, held back behind
+        // up to 3 later ones, or replaced by a corrupt one; hosts outside
+        // the camera; a module silent for 0.2 s; one that restarts.
+        .args([
+            "--duplicate",
+            "0.01",
+            "--reorder",
+            "0.02:3",
+            "--corrupt",
+            "0.01",
+        ])
+        .args([
+            "--foreign",
+            "40",
+            "--silent",
+            "12@0.3..0.5",
+            "--restart",
+            "25@0.6",
+        ])
         .output()
         .unwrap();
     let sim = String::from_utf8_lossy(&out.stderr).to_string();
@@ -93,12 +123,26 @@ fn every_datagram_of_a_seeded_faulty_camera_has_exactly_the_fate_it_was_given() 
     assert!(log.contains(": balanced"), "{log}");
     assert_eq!(stats["balanced"], 1);
     assert_eq!(stats["kernel_drops"], 0, "{log}");
-    // The simulator counts good datagrams (copies included), malformed ones
-    // and strays apart.
-    let all = |r: &Counts| r["sent"] + r["malformed"] + r["strays"];
+    // The simulator counts good datagrams (copies included), malformed,
+    // corrupt ones and strays apart.
+    let all = |r: &Counts| r["sent"] + r["malformed"] + r["corrupt"] + r["strays"];
     let total_sent: u64 = sent.values().map(|r| all(&Counts(r.clone()))).sum();
+    // Each foreign host: "foreign ADDR: N datagrams" from the simulator,
+    // "unknown source ADDR: N datagrams" from the daemon.
+    let foreign: Vec<&str> = sim
+        .lines()
+        .filter_map(|l| l.strip_prefix("foreign "))
+        .collect();
+    assert_eq!(foreign.len(), 4, "{sim}");
+    let mut total_foreign = 0;
+    for f in &foreign {
+        assert!(log.contains(&format!("unknown source {f}")), "{f}: {log}");
+        total_foreign += f.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+    }
+    assert!(total_foreign >= 40, "{sim}");
     assert_eq!(
-        stats["received"], total_sent,
+        stats["received"],
+        total_sent + total_foreign,
         "every datagram sent was received"
     );
     assert_eq!(
@@ -119,15 +163,15 @@ fn every_datagram_of_a_seeded_faulty_camera_has_exactly_the_fate_it_was_given() 
             all(s),
             "{ctx}"
         );
-        assert_eq!(g["refused"], s["malformed"], "{ctx}");
+        assert_eq!(g["refused"], s["malformed"] + s["corrupt"], "{ctx}");
         assert_eq!(g["late"], 0, "{ctx}");
         match m {
             3 => assert_eq!(g["out_of_sync"], 1, "the stray alone: {ctx}"),
             9 => assert_eq!(g["out_of_sync"], 2, "the two glitched frames: {ctx}"),
-            20 => assert!(g["out_of_sync"] > 0, "{ctx}"),
+            20 | 25 => assert!(g["out_of_sync"] > 0, "{ctx}"),
             _ => assert_eq!(g["out_of_sync"], 0, "{ctx}"),
         }
-        if ![9, 20].contains(&m) {
+        if ![9, 20, 25].contains(&m) {
             // Each copy the simulator sent is a duplicate, readout by readout.
             assert_eq!(g["dup"], 10 * s["duplicated"], "{ctx}");
         }

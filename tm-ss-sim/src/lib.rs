@@ -516,6 +516,74 @@ pub struct Faults {
     pub glitch: Vec<(u8, u64, i64, u64)>,
     /// `(module, delta_ns)`: every timestamp of the module is `delta_ns` off.
     pub skew: Vec<(u8, i64)>,
+    /// Send each datagram twice, back to back, with this probability
+    /// (decided per module and frame from the seed, as `loss` is).
+    pub duplicate: f64,
+    /// `(p, k)`: hold a datagram back with probability `p` and send it
+    /// after the next `1..=k` datagram slots of its module (k ≤
+    /// [`MAX_REORDER_DEPTH`]); one held at a time.
+    pub reorder: (f64, u64),
+    /// Replace a datagram, with this probability, by a corrupt one the
+    /// receiver must refuse ([`Corruption`]): a wrong length, the datagram
+    /// cut inside a readout, or scrambled bytes with a zeroed clock word.
+    pub corrupt: f64,
+    /// Datagrams per second from hosts outside the camera,
+    /// `a.b.c.200`..`a.b.c.203` of the source network, carrying what module
+    /// 0 sends (paced mode, with bound sources).
+    pub foreign: f64,
+    /// `(module, from_secs, to_secs)`: the module sends nothing in that
+    /// part of the run (its frames count as dropped), then comes back.
+    pub silent: Vec<(u8, f64, f64)>,
+    /// `(module, at_secs)`: the module restarts: from that frame on its
+    /// timestamps start again from those of the run's first frame.
+    pub restart: Vec<(u8, f64)>,
+}
+
+/// The longest a `--reorder` datagram is held back, in datagram slots.
+pub const MAX_REORDER_DEPTH: u64 = 4;
+
+/// First of the [`Faults::foreign`] hosts' last octets, and how many.
+pub const FOREIGN_FIRST_OCTET: u8 = 200;
+pub const FOREIGN_HOSTS: u8 = 4;
+
+/// How a [`Faults::corrupt`] datagram is broken; every kind is refused by
+/// a receiver that checks lengths and timestamps (PROTOCOL.md §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// Random bytes, shorter than a datagram and not a whole number of readouts.
+    BadLength(usize),
+    /// The real datagram cut inside a readout.
+    Truncated(usize),
+    /// Random bytes of a whole datagram's length, the first readout's
+    /// primary timestamp zero.
+    Scrambled,
+}
+
+/// What [`Faults::corrupt`] makes of `module`'s frame `frame` in a run
+/// seeded with `seed`, for datagrams of `frame_len` bytes (a pure function).
+pub fn corruption(seed: u64, module: u8, frame: u64, frame_len: usize) -> Corruption {
+    let h = hash3(seed ^ 0xC0_88_07, module as u64, frame);
+    let r = (h >> 8) as usize;
+    match h % 3 {
+        0 => {
+            // Shorter than a whole datagram (flood mode's slots hold one).
+            let mut len = 1 + r % (frame_len - 1);
+            if len % READOUT_SIZE == 0 {
+                len -= 1;
+            }
+            Corruption::BadLength(len)
+        }
+        1 => Corruption::Truncated(
+            (r % (frame_len / READOUT_SIZE)) * READOUT_SIZE + 1 + (r >> 16) % (READOUT_SIZE - 1),
+        ),
+        _ => Corruption::Scrambled,
+    }
+}
+
+/// Whether a fault with probability `p` (salted by `salt`) hits `module`'s
+/// frame `frame` in a run seeded with `seed`.
+fn chance(seed: u64, salt: u64, p: f64, module: u8, frame: u64) -> bool {
+    p > 0.0 && unit(hash3(seed ^ salt, module as u64, frame)) < p
 }
 
 impl Faults {
@@ -701,6 +769,47 @@ impl SimConfig {
                 w[0].0, w[0].1
             ));
         }
+        let fl = &self.faults;
+        for (what, p) in [
+            ("duplicate", fl.duplicate),
+            ("reorder", fl.reorder.0),
+            ("corrupt", fl.corrupt),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{what} is a probability 0..=1, got {p}"));
+            }
+        }
+        if fl.reorder.0 > 0.0 && !(1..=MAX_REORDER_DEPTH).contains(&fl.reorder.1) {
+            return Err(format!(
+                "reorder: a datagram is held back 1..={MAX_REORDER_DEPTH} slots, got {}",
+                fl.reorder.1
+            ));
+        }
+        if !(fl.foreign.is_finite() && fl.foreign >= 0.0) {
+            return Err(format!(
+                "foreign must be a number of datagrams/s, got {}",
+                fl.foreign
+            ));
+        }
+        if fl.foreign > 0.0 && (self.flood || !self.bind_sources) {
+            return Err(
+                "foreign: needs paced mode and bound sources (not --flood, not --no-bind)".into(),
+            );
+        }
+        let times = fl
+            .silent
+            .iter()
+            .flat_map(|s| [s.1, s.2])
+            .chain(fl.restart.iter().map(|r| r.1));
+        if let Some(t) = times.into_iter().find(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(format!("{t} is not a time in seconds from the start"));
+        }
+        if let Some(s) = fl.silent.iter().find(|s| s.2 <= s.1) {
+            return Err(format!(
+                "silent: module {} from {} s to {} s is no time at all",
+                s.0, s.1, s.2
+            ));
+        }
         if let Some(g) = self.faults.glitch.iter().find(|g| g.3 == 0) {
             return Err(format!("glitch of module {}: K must be at least 1", g.0));
         }
@@ -716,7 +825,9 @@ impl SimConfig {
             .chain(self.faults.ts_jump.iter().map(|&(m, _, _)| ("ts jump", m)))
             .chain(self.faults.stray.iter().map(|&(m, _, _)| ("stray", m)))
             .chain(self.faults.glitch.iter().map(|&(m, _, _, _)| ("glitch", m)))
-            .chain(self.faults.skew.iter().map(|&(m, _)| ("skew", m)));
+            .chain(self.faults.skew.iter().map(|&(m, _)| ("skew", m)))
+            .chain(self.faults.silent.iter().map(|&(m, _, _)| ("silent", m)))
+            .chain(self.faults.restart.iter().map(|&(m, _)| ("restart", m)));
         for (what, m) in fault_modules {
             if !sim.contains(&m) {
                 return Err(format!(
@@ -777,6 +888,13 @@ pub struct ModuleStats {
     pub bytes: u64,
     /// Stray datagrams sent ([`Faults::stray`]; not in `sent`).
     pub strays: u64,
+    /// Corrupt datagrams sent in place of a frame's ([`Faults::corrupt`];
+    /// not in `sent`, and the frame is not in `dropped`).
+    pub corrupt: u64,
+    /// Datagrams held back and sent after a later one of the module
+    /// ([`Faults::reorder_every`], [`Faults::reorder`]; a held one whose
+    /// successors were all lost is sent in order and not counted).
+    pub reordered: u64,
     /// Datagrams the kernel refused.
     pub send_errors: u64,
 }
@@ -793,6 +911,8 @@ pub struct SimStats {
     pub first_ts: u64,
     /// The first send error, to say why `send_errors` is not zero.
     pub first_error: Option<String>,
+    /// [`Faults::foreign`] datagrams sent, by source address.
+    pub foreign: Vec<(Ipv4Addr, u64)>,
 }
 
 impl SimStats {
@@ -829,6 +949,18 @@ impl SimStats {
         self.total(|m| m.strays)
     }
 
+    pub fn corrupt(&self) -> u64 {
+        self.total(|m| m.corrupt)
+    }
+
+    pub fn reordered(&self) -> u64 {
+        self.total(|m| m.reordered)
+    }
+
+    pub fn foreign(&self) -> u64 {
+        self.foreign.iter().map(|f| f.1).sum()
+    }
+
     /// Datagrams (well-formed and malformed) per second over the run.
     pub fn datagrams_per_sec(&self) -> f64 {
         (self.sent() + self.malformed()) as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -842,7 +974,8 @@ impl fmt::Display for SimStats {
         write!(
             f,
             "sent {} ({} bytes) from {} in {:.3} s: {:.0} datagrams/s, {:.2} MB/s\n\
-             faults: {} dropped, {} duplicated, {} malformed, {} strays; send errors: {}",
+             faults: {} dropped, {} duplicated, {} malformed, {} strays, {} corrupt, \
+             {} reordered, {} foreign; send errors: {}",
             plural(self.sent(), "datagram"),
             self.bytes(),
             plural(self.modules.len() as u64, "module"),
@@ -853,6 +986,9 @@ impl fmt::Display for SimStats {
             self.duplicates(),
             self.malformed(),
             self.strays(),
+            self.corrupt(),
+            self.reordered(),
+            self.foreign(),
             self.send_errors(),
         )?;
         if let Some(e) = &self.first_error {
@@ -861,14 +997,26 @@ impl fmt::Display for SimStats {
         if f.alternate() {
             write!(
                 f,
-                "\nmodule       sent  duplicated  malformed    dropped  strays  errors"
+                "\nmodule       sent  duplicated  malformed    dropped  strays  errors  \
+                 corrupt  reordered"
             )?;
             for m in &self.modules {
                 write!(
                     f,
-                    "\n{:>6} {:>10} {:>11} {:>10} {:>10} {:>7} {:>7}",
-                    m.module, m.sent, m.duplicates, m.malformed, m.dropped, m.strays, m.send_errors
+                    "\n{:>6} {:>10} {:>11} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10}",
+                    m.module,
+                    m.sent,
+                    m.duplicates,
+                    m.malformed,
+                    m.dropped,
+                    m.strays,
+                    m.send_errors,
+                    m.corrupt,
+                    m.reordered
                 )?;
+            }
+            for (addr, n) in &self.foreign {
+                write!(f, "\nforeign {addr}: {n} datagrams")?;
             }
         }
         Ok(())
@@ -896,16 +1044,23 @@ enum Item {
     Malformed(u64),
     /// An extra datagram of the frame, stamped off ([`Faults::stray`]).
     Stray(u64),
+    /// The frame's datagram, corrupt ([`Faults::corrupt`]).
+    Corrupt(u64),
 }
 
 impl Item {
     /// The frame whose readouts the datagram carries.
     fn frame(self) -> u64 {
-        let (Item::Data(f) | Item::Duplicate(f) | Item::Malformed(f) | Item::Stray(f)) = self;
+        let (Item::Data(f)
+        | Item::Duplicate(f)
+        | Item::Malformed(f)
+        | Item::Stray(f)
+        | Item::Corrupt(f)) = self;
         f
     }
 
-    /// Its length, for a frame of `frame_len` bytes.
+    /// Its length, for a frame of `frame_len` bytes (a corrupt one's is
+    /// its [`Corruption`]'s).
     fn len(self, frame_len: usize) -> usize {
         match self {
             Item::Malformed(_) => MALFORMED_LEN,
@@ -989,7 +1144,14 @@ struct ModuleFaults {
     malformed_every: u64,
     duplicate_every: u64,
     reorder_every: u64,
-    held: Option<u64>,
+    duplicate: f64,
+    reorder: (f64, u64),
+    corrupt: f64,
+    /// Frame ranges in which the module is silent.
+    silences: Vec<std::ops::Range<u64>>,
+    /// The frame held back, the frame after whose slot it is sent, and
+    /// whether a later datagram has gone out before it.
+    held: Option<(u64, u64, bool)>,
     /// `(frame, delta)` of each stray datagram.
     strays: Vec<(u64, i64)>,
     /// `(first frame, delta, frames)` of each glitch.
@@ -1000,11 +1162,19 @@ struct ModuleFaults {
 impl ModuleFaults {
     fn new(cfg: &SimConfig, module: u8) -> Self {
         let f = &cfg.faults;
+        let period = cfg.grid().period_ns();
+        let restarts = f.restart.iter().filter(|r| r.0 == module).map(|&(_, at)| {
+            // Back to frame 0's timestamps: minus the time since then.
+            let fr = stray_frame(at, cfg.rate);
+            let back = i64::try_from(u128::from(fr) * u128::from(period)).unwrap_or(i64::MAX);
+            (fr, -back)
+        });
         let mut jumps: Vec<(u64, i64)> = f
             .ts_jump
             .iter()
             .filter(|j| j.0 == module)
             .map(|&(_, fr, d)| (fr, d))
+            .chain(restarts)
             .collect();
         jumps.sort_by_key(|j| j.0);
         ModuleFaults {
@@ -1022,6 +1192,15 @@ impl ModuleFaults {
             malformed_every: f.malformed_every,
             duplicate_every: f.duplicate_every,
             reorder_every: f.reorder_every,
+            duplicate: f.duplicate,
+            reorder: f.reorder,
+            corrupt: f.corrupt,
+            silences: f
+                .silent
+                .iter()
+                .filter(|s| s.0 == module)
+                .map(|&(_, a, b)| stray_frame(a, cfg.rate)..stray_frame(b, cfg.rate))
+                .collect(),
             held: None,
             strays: f
                 .stray
@@ -1068,7 +1247,9 @@ impl ModuleFaults {
 
     fn push_data(&self, f: u64, out: &mut Items) {
         out.push(Item::Data(f));
-        if every(self.duplicate_every, f) {
+        if every(self.duplicate_every, f)
+            || chance(self.seed, 0xD0_0B1E, self.duplicate, self.module, f)
+        {
             out.push(Item::Duplicate(f));
         }
     }
@@ -1079,20 +1260,45 @@ impl ModuleFaults {
             stats.dropped += 1;
             return;
         }
-        let present =
-            !(loss_drops(self.seed, self.loss, self.module, f) || self.skips.contains(&f));
+        let present = !(loss_drops(self.seed, self.loss, self.module, f)
+            || self.skips.contains(&f)
+            || self.silences.iter().any(|s| s.contains(&f)));
         if !present {
             stats.dropped += 1;
         }
-        if let Some(h) = self.held.take() {
-            if present {
-                self.push_data(f, out);
+        // A corrupt datagram takes the frame's place (it is not held back).
+        let corrupt = present && chance(self.seed, 0xC0_88_07, self.corrupt, self.module, f);
+        let data = present && !corrupt;
+        match self.held {
+            Some((h, after, overtaken)) if f >= after => {
+                self.held = None;
+                if data {
+                    self.push_data(f, out);
+                }
+                self.release(h, overtaken || data, out, stats);
             }
-            self.push_data(h, out);
-        } else if present && every(self.reorder_every, f) {
-            self.held = Some(f);
-        } else if present {
-            self.push_data(f, out);
+            Some((_, _, ref mut overtaken)) => {
+                if data {
+                    *overtaken = true;
+                    self.push_data(f, out);
+                }
+            }
+            None if data && every(self.reorder_every, f) => {
+                self.held = Some((f, f + 1, false));
+            }
+            None if data && chance(self.seed, 0x5E_0DE5, self.reorder.0, self.module, f) => {
+                let k = self.reorder.1.max(1);
+                let depth = 1 + hash3(self.seed ^ 0xDE_9742, self.module as u64, f) % k;
+                self.held = Some((f, f + depth, false));
+            }
+            None => {
+                if data {
+                    self.push_data(f, out);
+                }
+            }
+        }
+        if corrupt {
+            out.push(Item::Corrupt(f));
         }
         if every(self.malformed_every, f) {
             out.push(Item::Malformed(f));
@@ -1102,10 +1308,19 @@ impl ModuleFaults {
         }
     }
 
+    /// Sends the held-back frame `h`; it counts as reordered if a later
+    /// datagram went out before it (its successors may all have been lost).
+    fn release(&self, h: u64, overtaken: bool, out: &mut Items, stats: &mut ModuleStats) {
+        self.push_data(h, out);
+        if overtaken {
+            stats.reordered += 1;
+        }
+    }
+
     /// The items still owed at the end of the run (a held-back datagram).
-    fn finish(&mut self, out: &mut Items) {
-        if let Some(h) = self.held.take() {
-            self.push_data(h, out);
+    fn finish(&mut self, out: &mut Items, stats: &mut ModuleStats) {
+        if let Some((h, _, overtaken)) = self.held.take() {
+            self.release(h, overtaken, out, stats);
         }
     }
 }
@@ -1129,6 +1344,9 @@ struct ModuleSim {
     /// of the frame last sent; paced mode sends straight from here.
     cache: Vec<Readout>,
     cache_ts: Option<u64>,
+    /// A corrupt datagram's bytes (at most one frame's).
+    scratch: Vec<u8>,
+    seed: u64,
 }
 
 /// Which frame's values a datagram carries.
@@ -1188,6 +1406,8 @@ impl ModuleSim {
             finished: false,
             cache: vec![Readout::new(0, 0, &[0; N_PIXELS]); cfg.readouts],
             cache_ts: None,
+            scratch: vec![0; cfg.readouts * READOUT_SIZE],
+            seed: cfg.seed,
         })
     }
 
@@ -1225,6 +1445,49 @@ impl ModuleSim {
         }
     }
 
+    /// Makes `item`'s datagram: the cached readouts, or for a corrupt one
+    /// the scratch buffer. Returns which, and its length ([`Self::made`]).
+    fn make(&mut self, grid: &Grid, g0: u64, item: Item, values: Values) -> (bool, usize) {
+        self.stamp_frame(grid, g0, item, values);
+        let frame_len = self.cache.as_bytes().len();
+        let Item::Corrupt(f) = item else {
+            return (false, item.len(frame_len));
+        };
+        let (seed, module) = (self.seed, self.model.module);
+        // Noise from the seed, 8 bytes per hash.
+        let noise = |out: &mut [u8]| {
+            for (i, c) in out.chunks_mut(8).enumerate() {
+                let h = hash3(
+                    seed ^ 0xBAD_B17E5,
+                    f,
+                    (i as u64) ^ (u64::from(module) << 32),
+                );
+                c.copy_from_slice(&h.to_le_bytes()[..c.len()]);
+            }
+        };
+        match corruption(seed, module, f, frame_len) {
+            Corruption::BadLength(len) => {
+                noise(&mut self.scratch[..len]);
+                (true, len)
+            }
+            Corruption::Truncated(len) => (false, len),
+            Corruption::Scrambled => {
+                noise(&mut self.scratch[..frame_len]);
+                self.scratch[..8].fill(0); // readout 0's primary timestamp
+                (true, frame_len)
+            }
+        }
+    }
+
+    /// The datagram [`Self::make`] made.
+    fn made(&self, (in_scratch, len): (bool, usize)) -> &[u8] {
+        if in_scratch {
+            &self.scratch[..len]
+        } else {
+            &self.cache.as_bytes()[..len]
+        }
+    }
+
     /// Writes `item` into `slot` (at least `k × 144` bytes); returns its length.
     fn write_item(
         &mut self,
@@ -1234,11 +1497,10 @@ impl ModuleSim {
         values: Values,
         slot: &mut [u8],
     ) -> usize {
-        self.stamp_frame(grid, g0, item, values);
-        let bytes = self.cache.as_bytes();
-        let len = item.len(bytes.len());
-        slot[..len].copy_from_slice(&bytes[..len]);
-        len
+        let made = self.make(grid, g0, item, values);
+        let bytes = self.made(made);
+        slot[..bytes.len()].copy_from_slice(bytes);
+        bytes.len()
     }
 
     fn count_sent(&mut self, item: Item, len: usize) {
@@ -1250,6 +1512,7 @@ impl ModuleSim {
             }
             Item::Malformed(_) => self.stats.malformed += 1,
             Item::Stray(_) => self.stats.strays += 1,
+            Item::Corrupt(_) => self.stats.corrupt += 1,
         }
         self.stats.bytes += len as u64;
     }
@@ -1258,10 +1521,9 @@ impl ModuleSim {
     /// readouts (paced mode, end of run).
     fn send_pending(&mut self, ctx: &Ctx, values: Values, first_error: &mut Option<String>) {
         while let Some(item) = self.pending.pop() {
-            self.stamp_frame(&ctx.grid, ctx.g0, item, values);
-            let bytes = self.cache.as_bytes();
-            let len = item.len(bytes.len());
-            match self.socket.send(&bytes[..len]) {
+            let made = self.make(&ctx.grid, ctx.g0, item, values);
+            let len = made.1;
+            match self.socket.send(self.made(made)) {
                 Ok(_) => self.count_sent(item, len),
                 Err(e) => {
                     self.stats.send_errors += 1;
@@ -1334,10 +1596,11 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
         start_ns,
     };
     let mut first_error = None;
+    let mut foreign = Foreign::new(cfg)?;
     if cfg.flood {
         run_flood(cfg, &ctx, &mut mods, stop, started, &mut first_error)?;
     } else {
-        run_paced(cfg, &ctx, &mut mods, stop, &mut first_error);
+        run_paced(cfg, &ctx, &mut mods, &mut foreign, stop, &mut first_error);
     }
     // Release what is still held back for reordering.
     let values = if cfg.flood {
@@ -1348,7 +1611,7 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
         }
     };
     for m in &mut mods {
-        m.plan.finish(&mut m.pending);
+        m.plan.finish(&mut m.pending, &mut m.stats);
         m.send_pending(&ctx, values, &mut first_error);
     }
     Ok(SimStats {
@@ -1356,7 +1619,63 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
         elapsed: started.elapsed(),
         first_ts: grid.first_ts(ctx.g0),
         first_error,
+        foreign: foreign.hosts.iter().map(|h| (h.0, h.2)).collect(),
     })
+}
+
+/// The hosts outside the camera of [`Faults::foreign`]: each a socket
+/// bound to its address, and what it sent.
+struct Foreign {
+    /// `(address, socket, datagrams sent)`.
+    hosts: Vec<(Ipv4Addr, UdpSocket, u64)>,
+    per_frame: f64,
+    sent: u64,
+}
+
+impl Foreign {
+    fn new(cfg: &SimConfig) -> io::Result<Self> {
+        let mut hosts = Vec::new();
+        if cfg.faults.foreign > 0.0 {
+            let [a, b, c, _] = cfg.source_base.octets();
+            for i in 0..FOREIGN_HOSTS {
+                let addr = Ipv4Addr::new(a, b, c, FOREIGN_FIRST_OCTET + i);
+                let sock = UdpSocket::bind((addr, 0))
+                    .and_then(|s| s.connect(cfg.target).map(|()| s))
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("cannot send from foreign host {addr}: {e}"),
+                        )
+                    })?;
+                hosts.push((addr, sock, 0));
+            }
+        }
+        Ok(Foreign {
+            hosts,
+            per_frame: cfg.faults.foreign / cfg.rate,
+            sent: 0,
+        })
+    }
+
+    /// Sends what is due by the end of frame `f`: `datagram` from each host
+    /// in turn.
+    fn frame(&mut self, f: u64, datagram: &[u8], first_error: &mut Option<String>) {
+        if self.hosts.is_empty() {
+            return;
+        }
+        let due = ((f + 1) as f64 * self.per_frame) as u64;
+        while self.sent < due {
+            let n = self.hosts.len() as u64;
+            let host = &mut self.hosts[(self.sent % n) as usize];
+            match host.1.send(datagram) {
+                Ok(_) => host.2 += 1,
+                Err(e) => {
+                    first_error.get_or_insert_with(|| format!("foreign {}: {e}", host.0));
+                }
+            }
+            self.sent += 1;
+        }
+    }
 }
 
 /// Sleeps until the wall clock reaches `t_ns`; false if `stop` was set first.
@@ -1377,6 +1696,7 @@ fn run_paced(
     cfg: &SimConfig,
     ctx: &Ctx,
     mods: &mut [ModuleSim],
+    foreign: &mut Foreign,
     stop: &AtomicBool,
     first_error: &mut Option<String>,
 ) {
@@ -1401,6 +1721,8 @@ fn run_paced(
             m.plan.frame(f, &mut m.pending, &mut m.stats);
             m.send_pending(ctx, values, first_error);
         }
+        // What the first module's datagram looked like: camera-like content.
+        foreign.frame(f, mods[0].cache.as_bytes(), first_error);
     }
 }
 
@@ -1447,7 +1769,7 @@ fn fill(cfg: &SimConfig, ctx: &Ctx, m: &mut ModuleSim, b: &mut Batch) {
                 break;
             }
             if cfg.count.is_some_and(|c| m.next_frame >= c) {
-                m.plan.finish(&mut m.pending);
+                m.plan.finish(&mut m.pending, &mut m.stats);
                 m.finished = true;
                 continue;
             }
@@ -2450,6 +2772,11 @@ mod tests {
             stray: vec![],
             glitch: vec![(1, 10, 5_000_000_000, 2)],
             skew: vec![(0, 3_000)],
+            duplicate: 0.1,
+            reorder: (0.1, 3),
+            silent: vec![(1, 0.002, 0.003)],
+            restart: vec![(3, 0.006)],
+            ..Faults::default()
         };
         let (seen, stats) = in_every_mode(cfg);
         assert!(!seen.contains_key(&2));
@@ -2539,8 +2866,10 @@ mod tests {
             "{short}"
         );
         assert!(
-            short
-                .contains("faults: 0 dropped, 0 duplicated, 4 malformed, 0 strays; send errors: 0"),
+            short.contains(
+                "faults: 0 dropped, 0 duplicated, 4 malformed, 0 strays, 0 corrupt, \
+                 0 reordered, 0 foreign; send errors: 0"
+            ),
             "{short}"
         );
         let long = format!("{stats:#}");
@@ -2550,7 +2879,7 @@ mod tests {
                 .nth(3)
                 .unwrap()
                 .split_whitespace()
-                .eq(["0", "4", "0", "2", "0", "0", "0"]),
+                .eq(["0", "4", "0", "2", "0", "0", "0", "0", "0"]),
             "{long}"
         );
     }
@@ -2587,5 +2916,141 @@ mod tests {
                 .map(|f| stats.first_ts + f * period)
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// Per module, in arrival order: the first timestamp of each datagram a
+    /// receiver accepts, or None for one it refuses.
+    fn arrivals(cfg: &SimConfig, got: &[(Ipv4Addr, Vec<u8>)]) -> BTreeMap<u8, Vec<Option<u64>>> {
+        let mut out: BTreeMap<u8, Vec<Option<u64>>> = BTreeMap::new();
+        for (src, d) in got {
+            let m = module_of(*src, false).unwrap();
+            let ts = parse(d, false, *src, false)
+                .ok()
+                .map(|p| p.readouts[0].primary_ts());
+            assert!(cfg.module_numbers().contains(&m));
+            out.entry(m).or_default().push(ts);
+        }
+        out
+    }
+
+    #[test]
+    fn seeded_duplicates_reorders_and_corruption_are_counted_exactly_and_repeat() {
+        let mut cfg = paced(4, 400);
+        cfg.faults.duplicate = 0.05;
+        cfg.faults.reorder = (0.05, 3);
+        cfg.faults.corrupt = 0.05;
+        let run = |cfg: &SimConfig| {
+            let rx = Receiver::start();
+            let mut c = cfg.clone();
+            c.target = rx.addr;
+            let stats = run(&c, &AtomicBool::new(false)).unwrap();
+            (stats, rx.finish())
+        };
+        let (stats, got) = run(&cfg);
+        let period = cfg.grid().period_ns();
+        let seen = arrivals(&cfg, &got);
+        for (m, st) in seen.keys().zip(&stats.modules) {
+            let a = &seen[m];
+            let refused = a.iter().filter(|t| t.is_none()).count() as u64;
+            let ok: Vec<u64> = a.iter().flatten().copied().collect();
+            assert_eq!(
+                refused, st.corrupt,
+                "module {m}: every corrupt one is refused"
+            );
+            assert_eq!(ok.len() as u64, st.sent, "module {m}");
+            assert!(
+                st.corrupt > 5 && st.duplicates > 5 && st.reordered > 5,
+                "{st:?}"
+            );
+            // Copies: back to back, equal.
+            let copies = ok.windows(2).filter(|w| w[0] == w[1]).count() as u64;
+            assert_eq!(copies, st.duplicates, "module {m}");
+            // Each held datagram arrives once behind a later one, at most 3
+            // frames late.
+            let (mut late, mut max, mut prev) = (0, 0, 0);
+            for &t in &ok {
+                if t < max && t != prev {
+                    late += 1;
+                    assert!(max - t <= 3 * period, "module {m}: held too long");
+                }
+                (max, prev) = (max.max(t), t);
+            }
+            assert_eq!(late, st.reordered, "module {m}");
+            // Every frame once: sent (and maybe copied) or corrupt.
+            let mut frames: Vec<u64> = ok.iter().map(|t| (t - stats.first_ts) / period).collect();
+            frames.sort_unstable();
+            frames.dedup();
+            assert_eq!(frames.len() as u64 + st.corrupt, 400, "module {m}");
+            assert_eq!(st.dropped, 0);
+        }
+        assert_eq!(
+            stats.corrupt(),
+            stats.modules.iter().map(|m| m.corrupt).sum()
+        );
+        // The same seed, the same faults (the clock's start aside).
+        let (again, _) = run(&cfg);
+        let key = |s: &SimStats| {
+            s.modules
+                .iter()
+                .map(|m| (m.sent, m.duplicates, m.corrupt, m.reordered))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&again), key(&stats));
+        // Each kind of corruption occurs, each with its promised length.
+        let kinds: Vec<Corruption> = (0..300).map(|f| corruption(SEED, 0, f, 1440)).collect();
+        assert!(kinds.contains(&Corruption::Scrambled));
+        assert!(kinds.iter().any(|k| matches!(k, Corruption::BadLength(_))));
+        for k in kinds {
+            if let Corruption::BadLength(n) | Corruption::Truncated(n) = k {
+                assert!(n > 0 && n < 1440 && n % READOUT_SIZE != 0, "{k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_silent_module_comes_back_and_a_restarted_one_starts_its_clock_again() {
+        let mut cfg = paced(2, 200);
+        // 5000 frames/s: frames 50..100 silent, frame 120 on restarted.
+        cfg.faults.silent = vec![(0, 0.01, 0.02)];
+        cfg.faults.restart = vec![(1, 0.024)];
+        let rx = Receiver::start();
+        cfg.target = rx.addr;
+        let stats = run(&cfg, &AtomicBool::new(false)).unwrap();
+        let seen = arrivals(&cfg, &rx.finish());
+        let period = cfg.grid().period_ns();
+        let frame = |t: &Option<u64>| (t.unwrap() - stats.first_ts) / period;
+        let m0: Vec<u64> = seen[&0].iter().map(frame).collect();
+        let expected: Vec<u64> = (0..50).chain(100..200).collect();
+        assert_eq!(m0, expected);
+        assert_eq!(stats.modules[0].dropped, 50);
+        let m1: Vec<u64> = seen[&1].iter().map(frame).collect();
+        let expected: Vec<u64> = (0..120).chain(0..80).collect();
+        assert_eq!(m1, expected);
+    }
+
+    #[test]
+    fn foreign_hosts_send_at_their_rate_from_outside_the_camera() {
+        let mut cfg = paced(1, 100);
+        cfg.faults.foreign = 10_000.0; // 2 per frame at 5000 frames/s
+        let rx = Receiver::start();
+        cfg.target = rx.addr;
+        let stats = run(&cfg, &AtomicBool::new(false)).unwrap();
+        let got = rx.finish();
+        let mut by_src: BTreeMap<Ipv4Addr, u64> = BTreeMap::new();
+        for (src, _) in &got {
+            *by_src.entry(*src).or_default() += 1;
+        }
+        let foreign: Vec<(Ipv4Addr, u64)> = (0..FOREIGN_HOSTS)
+            .map(|i| (Ipv4Addr::new(127, 0, 0, FOREIGN_FIRST_OCTET + i), 50))
+            .collect();
+        assert_eq!(stats.foreign, foreign);
+        for (a, n) in &foreign {
+            assert_eq!(by_src.get(a), Some(n), "{by_src:?}");
+        }
+        assert_eq!(by_src[&cfg.source_addr(0)], 100);
+        assert!(format!("{stats:#}").contains("foreign 127.0.0.200: 50 datagrams"));
+        // Paced only, from bound sources.
+        cfg.flood = true;
+        assert!(cfg.validate().unwrap_err().contains("foreign"));
     }
 }

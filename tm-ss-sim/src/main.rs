@@ -125,6 +125,54 @@ struct Cli {
     #[arg(long, value_name = "M:NS", value_parser = skew, allow_hyphen_values = true,
           help_heading = "Faults")]
     skew: Vec<(u8, i64)>,
+    /// send each datagram twice with probability P (seeded).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability, help_heading = "Faults")]
+    duplicate: f64,
+    /// hold a datagram back with probability P and send it after the next
+    /// 1..=K of its module (K 1..=4, default 1; seeded).
+    #[arg(long, value_name = "P[:K]", value_parser = reorder, help_heading = "Faults")]
+    reorder: Option<(f64, u64)>,
+    /// replace a datagram with probability P by a corrupt one: a wrong
+    /// length, cut inside a readout, or scrambled with a zero timestamp (seeded).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability, help_heading = "Faults")]
+    corrupt: f64,
+    /// N datagrams/s from hosts outside the camera (.200-.203 of the source
+    /// network), camera-like content.
+    #[arg(long, value_name = "N", default_value_t = 0.0, help_heading = "Faults")]
+    foreign: f64,
+    /// module M sends nothing from T0 to T1 seconds into the run (repeatable).
+    #[arg(long, value_name = "M@T0..T1", value_parser = silent, help_heading = "Faults")]
+    silent: Vec<(u8, f64, f64)>,
+    /// module M restarts T seconds into the run: its timestamps start again
+    /// from the run's first (repeatable).
+    #[arg(long, value_name = "M@T", value_parser = restart, help_heading = "Faults")]
+    restart: Vec<(u8, f64)>,
+}
+
+fn reorder(s: &str) -> Result<(f64, u64), String> {
+    let (p, k) = s.split_once(':').unwrap_or((s, "1"));
+    let p = probability(p)?;
+    let k = k.parse().map_err(|e| format!("depth '{k}': {e}"))?;
+    Ok((p, k))
+}
+
+fn silent(s: &str) -> Result<(u8, f64, f64), String> {
+    let err = || "expected MODULE@T0..T1 (seconds), e.g. 12@3..5.5".to_string();
+    let (m, rest) = s.split_once('@').ok_or_else(err)?;
+    let (a, b) = rest.split_once("..").ok_or_else(err)?;
+    let m = m.parse().map_err(|e| format!("module '{m}': {e}"))?;
+    let a = a.parse().map_err(|e| format!("time '{a}': {e}"))?;
+    let b = b.parse().map_err(|e| format!("time '{b}': {e}"))?;
+    Ok((m, a, b))
+}
+
+fn restart(s: &str) -> Result<(u8, f64), String> {
+    let (m, t) = s
+        .split_once('@')
+        .ok_or("expected MODULE@SECONDS, e.g. 7@4")?;
+    let m = m.parse().map_err(|e| format!("module '{m}': {e}"))?;
+    let t = t.parse().map_err(|e| format!("time '{t}': {e}"))?;
+    Ok((m, t))
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -252,6 +300,12 @@ fn config(cli: &Cli, target: SocketAddr) -> SimConfig {
             stray: cli.stray.clone(),
             glitch: cli.glitch.clone(),
             skew: cli.skew.clone(),
+            duplicate: cli.duplicate,
+            reorder: cli.reorder.unwrap_or_default(),
+            corrupt: cli.corrupt,
+            foreign: cli.foreign,
+            silent: cli.silent.clone(),
+            restart: cli.restart.clone(),
         },
         ..SimConfig::default()
     }

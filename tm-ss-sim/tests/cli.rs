@@ -287,8 +287,9 @@ fn faults_are_applied_and_summarised() {
     );
     // With faults on, one summary line per module.
     assert!(
-        e.lines()
-            .any(|l| l.split_whitespace().eq(["1", "0", "0", "0", "6", "0", "0"])),
+        e.lines().any(|l| l
+            .split_whitespace()
+            .eq(["1", "0", "0", "0", "6", "0", "0", "0", "0"])),
         "{e}"
     );
 }
