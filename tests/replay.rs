@@ -389,6 +389,11 @@ fn a_directory_of_two_recordings_is_refused_with_each_named() {
     let dir = tmpdir("two-runs");
     let mut firsts = Vec::new();
     for run in 0..2u64 {
+        if run > 0 {
+            // Dump names have a resolution of a second: the second run's
+            // must differ (a clash is refused, never overwritten).
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
         let mut d = Ssdaqd::start(&["--dump", dir.to_str().unwrap()]);
         let mut sub = d.subscribe();
         let cam = Camera::new(32, d.port);
