@@ -1128,7 +1128,7 @@ pub fn stray_frame(at_secs: f64, rate: f64) -> u64 {
 /// in a run seeded with `seed`: a pure function, so a test can tell which
 /// datagrams a lossy run will not send.
 pub fn loss_drops(seed: u64, p: f64, module: u8, frame: u64) -> bool {
-    p > 0.0 && unit(hash3(seed ^ 0x105_5105_5105, module as u64, frame)) < p
+    chance(seed, 0x105_5105_5105, p, module, frame)
 }
 
 /// The faults of one module, and the datagram it holds back for reordering.
