@@ -25,6 +25,11 @@ pub enum ListenError {
         endpoint: String,
         source: zmq::Error,
     },
+    /// Not an endpoint ZeroMQ can connect to (`tcp://HOST:PORT`, `ipc://PATH` …).
+    Endpoint {
+        endpoint: String,
+        source: zmq::Error,
+    },
     /// A message that is not an event (its bytes were dropped).
     Decode(DecodeError),
 }
@@ -33,6 +38,11 @@ impl fmt::Display for ListenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenError::Zmq { endpoint, source } => write!(f, "{endpoint}: {source}"),
+            ListenError::Endpoint { endpoint, source } => write!(
+                f,
+                "{endpoint:?} is not an endpoint to subscribe to ({source}); give \
+                 tcp://HOST:PORT (e.g. tcp://127.0.0.101:5555) or ipc://PATH"
+            ),
             ListenError::Decode(e) => write!(f, "{e}"),
         }
     }
@@ -80,7 +90,13 @@ impl EventListener {
         sock.set_rcvhwm(DEFAULT_RCVHWM).map_err(err)?;
         sock.set_linger(0).map_err(err)?;
         sock.set_subscribe(b"").map_err(err)?;
-        sock.connect(endpoint).map_err(err)?;
+        sock.connect(endpoint).map_err(|source| match source {
+            zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT => ListenError::Endpoint {
+                endpoint: endpoint.to_string(),
+                source,
+            },
+            _ => err(source),
+        })?;
         Ok(EventListener {
             sock,
             _ctx: ctx,
@@ -108,7 +124,7 @@ impl EventListener {
             Err(e) => return Err(err(e)),
         }
         let msg = self.sock.recv_msg(zmq::DONTWAIT).map_err(err)?;
-        let number = EventView::parse(&msg)
+        let number = EventView::decode(&msg)
             .map_err(ListenError::Decode)?
             .number();
         match self.last_number {

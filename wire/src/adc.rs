@@ -7,6 +7,10 @@
 /// Millivolts per ADC count: PROTOCOL.md §1 writes `mV = v * 0.03815 * 2.0`.
 pub const MV_PER_COUNT: f64 = 0.03815 * 2.0;
 
+/// The largest value [`adc_to_mv`] gives (count 65535): every pixel value
+/// of a module read out lies in `0.0..=MV_MAX`.
+pub const MV_MAX: f64 = u16::MAX as f64 * MV_PER_COUNT;
+
 /// Raw ADC count to millivolts (PROTOCOL.md §1): flip the top bit, scale.
 ///
 /// `raw ^ 0x8000` is the original's "if raw < 0x8000 then raw + 0x8000 else

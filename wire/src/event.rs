@@ -10,6 +10,7 @@
 use zerocopy::byteorder::little_endian::{F64, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use crate::adc::MV_MAX;
 use crate::packet::{N_MODULES, N_PIXELS};
 
 /// Which wire format to publish.
@@ -103,18 +104,38 @@ impl std::str::FromStr for Format {
 }
 
 /// Why a received message is not an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecodeError {
-    pub len: usize,
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DecodeError {
+    /// Its length is neither v1's nor v2's.
+    Length(usize),
+    /// The right length, but a pixel value no readout gives: outside
+    /// `0..=MV_MAX` mV, or a NaN in a module row that is not all NaN (a
+    /// missing module's row is NaN throughout, a present one's nowhere).
+    Value {
+        module: usize,
+        pixel: usize,
+        value: f64,
+    },
 }
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "a message of {} bytes is neither wire format v1 ({V1_LEN} bytes) nor v2 ({V2_LEN} bytes)",
-            self.len
-        )
+        match *self {
+            DecodeError::Length(len) => write!(
+                f,
+                "a message of {len} bytes is neither wire format v1 ({V1_LEN} bytes) nor v2 ({V2_LEN} bytes)"
+            ),
+            DecodeError::Value {
+                module,
+                pixel,
+                value,
+            } => write!(
+                f,
+                "a message of an event's length whose module {module} pixel {pixel} is {value} mV, \
+                 which no readout gives (0..={MV_MAX:.4} mV, or NaN for the whole row of a \
+                 missing module): not an event"
+            ),
+        }
     }
 }
 
@@ -128,9 +149,10 @@ pub enum EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
-    /// Recognises the format by the message length.
+    /// Recognises the format by the message length, and trusts the values
+    /// (for messages the daemon built itself; see [`EventView::decode`]).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let err = DecodeError { len: bytes.len() };
+        let err = DecodeError::Length(bytes.len());
         match bytes.len() {
             V1_LEN => WireV1::ref_from_bytes(bytes)
                 .map(EventView::V1)
@@ -140,6 +162,34 @@ impl<'a> EventView<'a> {
                 .map_err(|_| err),
             _ => Err(err),
         }
+    }
+
+    /// Decodes a message from outside: [`EventView::parse`], then every
+    /// pixel value checked against what a readout can give
+    /// ([`DecodeError::Value`]). A subscriber's socket takes messages from
+    /// any publisher on the endpoint; random bytes of an event's length pass
+    /// this with a probability below 2^-2000.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let ev = EventView::parse(bytes)?;
+        for (module, row) in ev.mv_rows().iter().enumerate() {
+            let absent = row[0].get().is_nan();
+            for (pixel, v) in row.iter().enumerate() {
+                let value = v.get();
+                let ok = if absent {
+                    value.is_nan()
+                } else {
+                    (0.0..=MV_MAX).contains(&value)
+                };
+                if !ok {
+                    return Err(DecodeError::Value {
+                        module,
+                        pixel,
+                        value,
+                    });
+                }
+            }
+        }
+        Ok(ev)
     }
 
     pub fn format(&self) -> Format {
@@ -239,8 +289,53 @@ mod tests {
         for n in [0, 16_919, 16_921, 16_415] {
             assert_eq!(
                 EventView::parse(&vec![0; n]).err(),
-                Some(DecodeError { len: n })
+                Some(DecodeError::Length(n))
             );
         }
+    }
+
+    #[test]
+    fn decode_refuses_values_no_readout_gives_and_half_missing_modules() {
+        let mut msg = vec![0u8; V1_LEN];
+        let set = |msg: &mut [u8], m: usize, p: usize, v: f64| {
+            let w = WireV1::mut_from_bytes(msg).unwrap();
+            w.mv[m][p] = F64::new(v);
+        };
+        assert!(EventView::decode(&msg).is_ok(), "all zero: a valid event");
+        for p in 0..N_PIXELS {
+            set(&mut msg, 7, p, f64::NAN);
+        }
+        set(&mut msg, 3, 5, MV_MAX);
+        let ev = EventView::decode(&msg).expect("module 7 missing, a full-scale pixel");
+        assert_eq!(ev.present_mask(), !(1 << 7));
+        for (m, p, v) in [
+            (3, 5, MV_MAX * (1.0 + f64::EPSILON)),
+            (0, 0, -0.0763),
+            (31, 63, f64::INFINITY),
+            (2, 0, f64::NAN), // NaN at pixel 0 only: neither present nor missing
+            (7, 9, 1.0),      // one value in a missing module's row
+        ] {
+            let mut bad = msg.clone();
+            set(&mut bad, m, p, v);
+            match EventView::decode(&bad) {
+                Err(DecodeError::Value { module, pixel, .. }) => {
+                    assert_eq!(module, m);
+                    assert!(pixel == p || (m == 2 && pixel == 1), "{pixel}");
+                }
+                other => panic!("{m}/{p}/{v}: {:?}", other.map(|e| e.number())),
+            }
+            assert!(EventView::parse(&bad).is_ok(), "parse trusts the values");
+        }
+        // Random bytes of an event's length are not an event.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let random: Vec<u8> = (0..V2_LEN)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(EventView::decode(&random).is_err());
     }
 }
