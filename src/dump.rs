@@ -318,10 +318,21 @@ struct Naming {
 impl Naming {
     fn new(path: &Path, created_ns: u64) -> Naming {
         if path.is_dir() {
+            // Named by the start second; a set already started in that
+            // second (a restart, a second daemon) keeps its name and this
+            // one is `…Z-1`, `…Z-2` …: a restart never fails on a name.
             let secs = created_ns / 1_000_000_000;
+            let base = format!("ssdaq-{}", ssdaq_wire::utc::stamp(secs));
+            let stem = (0u32..)
+                .map(|k| match k {
+                    0 => base.clone(),
+                    k => format!("{base}-{k}"),
+                })
+                .find(|s| !path.join(format!("{s}.raw")).exists())
+                .expect("a free name within u32 tries");
             return Naming {
                 dir: path.to_path_buf(),
-                stem: format!("ssdaq-{}", ssdaq_wire::utc::stamp(secs)),
+                stem,
                 ext: "raw".into(),
             };
         }
@@ -1609,6 +1620,15 @@ mod tests {
             name.starts_with("ssdaq-20") && name.ends_with("Z.raw"),
             "{name}"
         );
+        // A set started in the same second as one already there (a
+        // restart) is not refused for its name, and leaves the first alone.
+        let secs = 1_764_763_200u64;
+        let base = format!("ssdaq-{}", ssdaq_wire::utc::stamp(secs));
+        std::fs::write(dir.join(format!("{base}.raw")), b"").unwrap();
+        std::fs::write(dir.join(format!("{base}-1.raw")), b"").unwrap();
+        let n = Naming::new(&dir, secs * 1_000_000_000 + 5);
+        assert_eq!(n.path(0), dir.join(format!("{base}-2.raw")));
+        assert_eq!(n.path(1), dir.join(format!("{base}-2.0001.raw")));
         let existing = dir.join(&name);
         let e = DumpWriter::create(&cfg(existing), Arc::new(DumpStats::default()))
             .err()

@@ -4,7 +4,7 @@
 //! SIGINT/SIGTERM (or `--duration`), print the summary. `--demo` feeds it
 //! from an in-process simulated 32-module camera and prints events.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -244,6 +244,7 @@ fn config(cli: &Cli) -> Result<DaemonConfig, Failure> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(cli.verbose)
@@ -259,7 +260,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Run(msg)) => {
-            eprintln!("ssdaqd: {msg}");
+            let _ = writeln!(std::io::stderr(), "ssdaqd: {msg}");
             ExitCode::from(1)
         }
         Err(Failure::Hurried) => ExitCode::from(EXIT_HURRIED),
@@ -299,7 +300,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     }
     signals_handle.close();
     let _ = signal_thread.join();
-    eprint!("{summary}");
+    // Never a panic on a closed stderr (a terminal gone, a pipe closed).
+    let _ = write!(std::io::stderr(), "{summary}");
     if summary.stage_failed {
         return Err(Failure::Run(
             "stopped because a pipeline stage failed (its panic is logged above)".into(),
@@ -353,7 +355,10 @@ fn on_signals(mut signals: Signals, stop: &AtomicBool, hurry: &AtomicBool, hurri
                 hurry.store(true, Ordering::Relaxed);
             }
             Some(_) => {
-                eprintln!("ssdaqd: {name} a third time: exiting now, without a summary");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ssdaqd: {name} a third time: exiting now, without a summary"
+                );
                 std::process::exit(i32::from(EXIT_HURRIED));
             }
         }
