@@ -172,6 +172,7 @@ impl Hdf5Args {
             compress: self.compress,
             run_number,
             attrs,
+            ..ssdaq_hdf5::Options::default()
         }
     }
 }

@@ -341,6 +341,27 @@ fn a_full_disk_closes_the_file_cleanly_with_every_event_before() {
     .parse()
     .unwrap();
     assert!(n > 100 && n < 2000, "{n} rows");
+    // Its attributes describe those rows, not the events that did not fit,
+    // and its times run forward.
+    let attrs = run_py(&[
+        "-c",
+        "import sys, h5py, numpy as np; f = h5py.File(sys.argv[1], 'r'); \
+         t = f['SlowSignal/readout']; a = t.attrs; log = f['SlowSignal/flush_log'][:]; \
+         print(a['events_written'], a['NROWS'], a['first_event_number'], \
+               a['last_event_number'], int(a['end_time_ns'] >= a['start_time_ns']), \
+               int(bool((np.diff(log[:, 1].astype(np.int64)) >= 0).all())), \
+               int(log[-1, 0]))",
+        dir.join("run.h5").to_str().unwrap(),
+    ]);
+    let a: Vec<u64> = attrs
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let n64 = n as u64;
+    assert_eq!(a, [n64, n64, 1, n64, 1, 1, n64], "{attrs}");
+    // The events of the chunk that did not fit are counted (the replay
+    // offers no more after the error).
+    assert!(err.contains("event(s) NOT written (disk full)"), "{err}");
     let first = dir.join("first.bin");
     std::fs::write(&first, live[..n].concat()).unwrap();
     assert_eq!(check(&first, "v1", "seed", &[dir.join("run.h5")]), n);
@@ -368,9 +389,24 @@ fn bad_paths_endpoints_and_messages_get_one_clear_line() {
     let (code, err) = write(&[dir.join("no/such/dir/x.h5").to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no such directory"), "{err}");
+    // A dangling symbolic link is taken, not followed; a directory that
+    // is not there is not a file name.
+    let dangling = dir.join("dangling.h5");
+    std::os::unix::fs::symlink(dir.join("nowhere"), &dangling).unwrap();
+    let (code, err) = write(&[dangling.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("never overwritten"), "{err}");
+    let newdir = format!("{}/newdir/", dir.display());
+    let (code, err) = write(&[&newdir]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no such directory"), "{err}");
+    assert!(!dir.join("nowhere").exists() && !dir.join("newdir.h5").exists());
     let (code, err) = write(&[dir.to_str().unwrap(), "--sub", "nonsense"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--sub nonsense"), "{err}");
+    assert!(
+        err.contains("\"nonsense\" is not an endpoint") && err.contains("tcp://HOST:PORT"),
+        "{err}"
+    );
     for bad in [
         ["--compress", "10"],
         ["--layout", "pytables"],
@@ -434,6 +470,68 @@ fn bad_paths_endpoints_and_messages_get_one_clear_line() {
     let r = replay(&[dump.to_str().unwrap(), "--hdf5", taken.to_str().unwrap()]);
     assert_eq!(r.status.code(), Some(2), "{}", text(&r));
     assert!(text(&r).contains("never overwritten"), "{}", text(&r));
+    // … and a directory that is not there, before replaying anything.
+    let nowhere = dir.join("no/such/dir/x.h5");
+    let r = replay(&[dump.to_str().unwrap(), "--hdf5", nowhere.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("no such directory"), "{}", text(&r));
+    assert!(!text(&r).contains("replayed in"), "{}", text(&r));
+}
+
+/// The writer at a stop, and with nobody reading its stderr: SIGHUP (a
+/// dropped terminal) does not stop it, a closed stderr does not kill it,
+/// and SIGINT right after a burst still writes the burst that was queued
+/// or on its way, so the file holds every event, "0 missed".
+#[test]
+fn a_stop_writes_what_is_queued_and_neither_sighup_nor_a_closed_stderr_ends_a_recording() {
+    const BURST: u64 = 1000;
+    let dir = tmpdir("h5-stop");
+    let file = dir.join("stop.h5");
+    let ctx = zmq::Context::new();
+    let publ = ctx.socket(zmq::XPUB).unwrap();
+    publ.set_sndhwm(0).unwrap();
+    publ.bind("tcp://127.0.0.1:*").unwrap();
+    let ep = publ.get_last_endpoint().unwrap().unwrap();
+    let mut w = Command::new(bin("ssdaq-write"))
+        .args([file.to_str().unwrap(), "--sub", &ep, "--compress", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads the writer's stderr any more: each line it writes fails
+    // with EPIPE (eprintln! would panic: exit 101, the recording ended).
+    drop(w.stderr.take());
+    // Its subscription arrives: it is connected.
+    publ.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    assert_eq!(
+        publ.recv_bytes(0).unwrap(),
+        b"\x01",
+        "a subscription to everything"
+    );
+    signal(&w, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(100));
+    let hup = w.try_wait().unwrap();
+    assert!(hup.is_none(), "SIGHUP ended the writer: {hup:?}");
+    let mut msg = vec![0u8; ssdaq::event::V1_LEN];
+    for n in 1..=BURST {
+        msg[..8].copy_from_slice(&n.to_le_bytes());
+        publ.send(&msg[..], 0).unwrap();
+    }
+    signal(&w, libc::SIGINT);
+    let status = wait_exit(&mut w);
+    assert!(status.success(), "{status:?}");
+    let out = run_py(&[
+        "-c",
+        "import sys, h5py; t = h5py.File(sys.argv[1], 'r')['SlowSignal/readout']; \
+         print(t.shape[0], t.attrs['missed_events'], t.attrs['last_event_number'])",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.trim(),
+        format!("{BURST} 0 {BURST}"),
+        "rows, missed, last"
+    );
 }
 
 /// A file written a few rows at a time: every flush finds rows waiting, so

@@ -58,6 +58,8 @@ pub struct Options {
     pub run_number: u64,
     /// Extra string attributes of the table (source, command lines, settings).
     pub attrs: Vec<(String, String)>,
+    /// Free bytes left on the disk beyond any write ([`DISK_RESERVE`]).
+    pub disk_reserve: u64,
 }
 
 impl Default for Options {
@@ -67,6 +69,7 @@ impl Default for Options {
             compress: 1,
             run_number: 0,
             attrs: Vec::new(),
+            disk_reserve: DISK_RESERVE,
         }
     }
 }
@@ -87,6 +90,8 @@ pub enum Error {
     },
     /// The HDF5 library refused.
     Hdf5 { path: PathBuf, what: String },
+    /// Files cannot be written there (checked before any is started).
+    Path { path: PathBuf, why: String },
 }
 
 impl std::fmt::Display for Error {
@@ -102,15 +107,19 @@ impl std::fmt::Display for Error {
                 path.display()
             ),
             Error::Hdf5 { path, what } => write!(f, "{}: {what}", path.display()),
+            Error::Path { path, why } => write!(f, "{}: {why}", path.display()),
         }
     }
 }
 
 impl std::error::Error for Error {}
 
-/// What a file holds so far.
+/// What a file holds so far: the rows in the file, not those still
+/// waiting in memory (its attributes say the same, so a file read while it
+/// is written, or after a crash, describes itself).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileSummary {
+    /// Rows in the file.
     pub events: u64,
     pub first_number: Option<u64>,
     pub last_number: Option<u64>,
@@ -121,6 +130,33 @@ pub struct FileSummary {
     /// Bit m set if module m was in any event.
     pub modules_seen: u32,
     pub run_number: Option<u64>,
+    /// Events appended that never reached the file (the disk was full).
+    pub unwritten: u64,
+}
+
+impl FileSummary {
+    /// Counts row `r` as written (rows are counted in the order appended).
+    fn add(&mut self, r: &RowFacts) {
+        if let Some(last) = self.last_number
+            && r.number > last + 1
+        {
+            self.missed += r.number - last - 1;
+            self.gaps += 1;
+        }
+        self.first_number.get_or_insert(r.number);
+        self.last_number = Some(r.number);
+        self.events += 1;
+        self.modules_seen |= r.modules;
+        self.run_number.get_or_insert(r.run);
+    }
+}
+
+/// What the summary needs of a row, kept until the row is in the file.
+#[derive(Clone, Copy, Debug)]
+struct RowFacts {
+    number: u64,
+    modules: u32,
+    run: u64,
 }
 
 /// What must be closed, table and type before the file (HDF5 keeps a file
@@ -148,13 +184,19 @@ pub struct EventFile {
     chunk: Vec<u8>,
     /// Rows of `chunk` that are in the file.
     written_in_chunk: usize,
+    /// The summary facts of each row of `chunk`.
+    facts: Vec<RowFacts>,
     encoder: ChunkEncoder,
     /// When the first row not yet in the file was appended.
     pending_since_ns: u64,
     /// Rows of the flush log.
     flushes: u64,
+    disk_reserve: u64,
     summary: FileSummary,
-    start_ns: u64,
+    /// The newest time passed in (start, appends, flushes): the end time
+    /// of a file closed without one (a full disk, a drop), so that times in
+    /// the file never go backwards.
+    latest_ns: u64,
 }
 
 impl EventFile {
@@ -245,12 +287,14 @@ impl EventFile {
             }),
             pending_since_ns: start_ns,
             flushes: 0,
+            disk_reserve: opts.disk_reserve,
             rows: 0,
             chunk: Vec::with_capacity(CHUNK_ROWS * layout.row_len()),
             written_in_chunk: 0,
+            facts: Vec::with_capacity(CHUNK_ROWS),
             encoder: ChunkEncoder::new(layout.row_len(), CHUNK_ROWS, opts.compress),
             summary: FileSummary::default(),
-            start_ns,
+            latest_ns: start_ns,
         };
         f.flush(start_ns)?;
         Ok(f)
@@ -265,21 +309,25 @@ impl EventFile {
         self.format
     }
 
+    /// What the file holds (rows written; not those pending).
     pub fn summary(&self) -> &FileSummary {
         &self.summary
     }
 
-    /// Events appended (written or pending).
+    /// Events appended: rows in the file and rows pending.
     pub fn events(&self) -> u64 {
-        self.summary.events
+        self.summary.events + self.unwritten_rows() as u64
     }
 
     /// Appends one event, received at `now_ns`. It reaches the file when its
     /// chunk is full, or at a flush once it has waited [`TAIL_MAX_AGE_NS`].
     pub fn append(&mut self, ev: &EventView<'_>, now_ns: u64) -> Result<(), Error> {
+        self.handles()?;
+        self.latest_ns = self.latest_ns.max(now_ns);
         if self.chunk.len() == self.chunk.capacity() {
             self.write_pending()?;
             self.chunk.clear();
+            self.facts.clear();
             self.written_in_chunk = 0;
         }
         if self.unwritten_rows() == 0 {
@@ -290,21 +338,11 @@ impl EventFile {
         self.chunk.resize(at + len, 0);
         self.layout
             .fill_row(ev, self.run_default, &mut self.chunk[at..]);
-        let s = &mut self.summary;
-        let n = ev.number();
-        if let Some(last) = s.last_number
-            && n > last + 1
-        {
-            s.missed += n - last - 1;
-            s.gaps += 1;
-        }
-        s.first_number.get_or_insert(n);
-        s.last_number = Some(n);
-        s.events += 1;
-        s.modules_seen |= ev.present_mask();
-        if s.run_number.is_none() {
-            s.run_number = Some(ev.run().unwrap_or(self.run_default));
-        }
+        self.facts.push(RowFacts {
+            number: ev.number(),
+            modules: ev.present_mask(),
+            run: ev.run().unwrap_or(self.run_default),
+        });
         Ok(())
     }
 
@@ -333,28 +371,47 @@ impl EventFile {
         if unwritten == 0 {
             return Ok(());
         }
-        let needed = self.encoder.chunk_len() as u64 + DISK_RESERVE;
-        let free = free_bytes(&self.path);
-        if free < needed {
-            // Close what is there (its metadata needs far less than the
-            // reserve), and leave the rows that do not fit unwritten.
-            self.chunk
-                .truncate(self.written_in_chunk * self.layout.row_len());
-            self.summary.events -= unwritten as u64;
-            let _ = self.finish(self.start_ns);
-            return Err(Error::DiskFull {
-                path: self.path.clone(),
-                free,
-                needed,
-            });
-        }
-        let first = self.rows - self.written_in_chunk as u64;
         let Some(h) = self.open.as_ref() else {
             return Err(self.hdf5_err("the file was already closed".into()));
         };
+        let free = free_bytes(&self.path);
+        let first = self.rows - self.written_in_chunk as u64;
         let (mask, bytes) = self.encoder.encode(&self.chunk);
-        let written = h5::write_chunk(&h.table, first, self.rows + unwritten as u64, mask, bytes);
-        written.map_err(|e| self.hdf5_err(e))?;
+        // What this write adds to the file at most: the chunk as encoded
+        // (a rewritten chunk may not reuse its first copy's space).
+        let needed = bytes.len() as u64 + self.disk_reserve;
+        let written = if free < needed {
+            None
+        } else {
+            Some(h5::write_chunk(
+                &h.table,
+                first,
+                self.rows + unwritten as u64,
+                mask,
+                bytes,
+            ))
+        };
+        match written {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(self.hdf5_err(e)),
+            None => {
+                // Close what is there (its metadata needs far less than the
+                // reserve), and count the rows that do not fit as unwritten.
+                self.chunk
+                    .truncate(self.written_in_chunk * self.layout.row_len());
+                self.facts.truncate(self.written_in_chunk);
+                self.summary.unwritten += unwritten as u64;
+                let _ = self.finish(self.latest_ns);
+                return Err(Error::DiskFull {
+                    path: self.path.clone(),
+                    free,
+                    needed,
+                });
+            }
+        }
+        for r in &self.facts[self.written_in_chunk..] {
+            self.summary.add(r);
+        }
         self.rows += unwritten as u64;
         self.written_in_chunk += unwritten;
         Ok(())
@@ -369,6 +426,8 @@ impl EventFile {
     }
 
     fn sync(&mut self, now_ns: u64, all: bool) -> Result<(), Error> {
+        let now_ns = now_ns.max(self.latest_ns);
+        self.latest_ns = now_ns;
         if all || now_ns.saturating_sub(self.pending_since_ns) >= TAIL_MAX_AGE_NS {
             self.write_pending()?;
         }
@@ -417,7 +476,10 @@ impl EventFile {
             return Ok(self.summary.clone());
         }
         let flushed = self.sync(now_ns, true);
-        let h = self.open.take().expect("checked above");
+        let Some(h) = self.open.take() else {
+            // A full disk found by that last write closed the file already.
+            return flushed.map(|()| self.summary.clone());
+        };
         let closed = h
             .table
             .close("closing the table")
@@ -436,8 +498,7 @@ impl EventFile {
 
 impl Drop for EventFile {
     fn drop(&mut self) {
-        let end = self.start_ns;
-        let _ = self.finish(end);
+        let _ = self.finish(self.latest_ns);
     }
 }
 

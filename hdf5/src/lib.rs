@@ -29,4 +29,4 @@ pub mod set;
 
 pub use file::{EventFile, Options};
 pub use layout::Layout;
-pub use set::{FileSet, Limits};
+pub use set::{FileSet, Limits, Numbering};

@@ -136,6 +136,7 @@ enum Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
@@ -269,12 +270,6 @@ fn open_hdf5(
     cfg: &ssdaq::builder::BuilderConfig,
     sinks: &mut Sinks,
 ) -> Result<(), Failure> {
-    if path.exists() && !path.is_dir() {
-        return Err(Failure::Usage(format!(
-            "--hdf5 {}: the file exists (files are never overwritten)",
-            path.display()
-        )));
-    }
     let files: Vec<String> = dumps
         .iter()
         .map(|d| d.path().display().to_string())
@@ -301,18 +296,24 @@ fn open_hdf5(
     for (k, v) in &dumps[0].info().settings {
         attrs.push((format!("daemon_{k}"), v.clone()));
     }
+    // Checked before the replay starts: a path that cannot be written is
+    // a bad flag, not an error found after replaying everything.
     let mut set = ssdaq_hdf5::FileSet::new(
         path,
         cli.hdf5_args.options(cfg.run_number, attrs),
         cli.hdf5_args.limits(),
-    );
+    )
+    .map_err(|e| Failure::Usage(format!("--hdf5 {e}")))?;
     set.on_close(|p, s| {
-        eprintln!(
+        use std::io::Write;
+        // Never a panic on a closed stderr in the middle of a file.
+        let _ = writeln!(
+            std::io::stderr(),
             "hdf5: closed {}: {} event(s), {} missed",
             p.display(),
             s.events,
             s.missed
-        )
+        );
     });
     sinks.hdf5 = Some(set);
     Ok(())

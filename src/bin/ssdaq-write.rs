@@ -1,10 +1,12 @@
 //! `ssdaq-write`: subscribe to a running ssdaqd and write every event to HDF5.
 //!
 //! Thin by design: an [`EventListener`] feeds a [`FileSet`]
-//! (`ssdaq_hdf5`), flushed every second; SIGINT/SIGTERM close the file and
-//! print the summary. Built with `--features hdf5`.
+//! (`ssdaq_hdf5`), flushed twice a second. SIGINT/SIGTERM take what is
+//! already queued in the socket, close the file and print the summary;
+//! SIGHUP is ignored (a dropped terminal must not end a recording), and so
+//! is a closed stderr. Built with `--features hdf5`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,17 +19,20 @@ use ssdaq::clock::{mono_ns, now_ns};
 use ssdaq::listen::{EventListener, ListenError};
 use ssdaq::metrics::RateLimit;
 use ssdaq::publish::DEFAULT_ENDPOINT;
-use ssdaq_hdf5::FileSet;
+use ssdaq_hdf5::file::Error as FileError;
+use ssdaq_hdf5::{FileSet, Numbering};
 
 #[derive(Parser)]
 #[command(
     name = "ssdaq-write",
     version,
     about = "Write the events of a running ssdaqd to HDF5 files (PyTables / h5py / SSDataReader)",
-    after_help = "A directory gets files named by start time (ssdaq-YYYYmmddTHHMMSSZ.h5); a file \
-                  name is the first file, later ones NAME.0001.h5 … Existing files are never \
-                  overwritten. Files are flushed every second: a file being written is readable \
-                  with at most its last second missing."
+    after_help = "A directory gets files named by start time (ssdaq-YYYYmmddTHHMMSSZ.h5, then \
+                  .0001.h5 … for more in the same second); a file name is the first file, later \
+                  ones NAME.0001.h5 … Existing files are never overwritten. Files are flushed \
+                  twice a second: a file being written is readable with at most its last second \
+                  missing.\n\nExit status: 0 stopped (a signal, --events); 1 a file could not be \
+                  written (disk full …) or --timeout passed; 2 a bad flag or path."
 )]
 struct Cli {
     /// A directory for the files, or the first file's name.
@@ -54,50 +59,28 @@ struct Cli {
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// How often "no events" is said while nothing arrives.
 const QUIET_WARNING: Duration = Duration::from_secs(10);
+/// At a stop, events already queued in the socket or on their way are still
+/// written, until none has come for `DRAIN_QUIET`, for at most
+/// `DRAIN_AT_STOP` (a live camera never goes quiet: its stop takes that long).
+const DRAIN_QUIET: Duration = Duration::from_millis(20);
+const DRAIN_AT_STOP: Duration = Duration::from_secs(1);
+
+/// Says `args` on stderr, never failing: a closed terminal or pipe (EPIPE,
+/// EIO) must not stop a recording the way `eprintln!`'s panic would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), "ssdaq-write: {}", format_args!($($arg)*));
+    }};
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-    if cli.path.is_file() || (!cli.path.is_dir() && cli.path.exists()) {
-        eprintln!(
-            "ssdaq-write: {} exists: give a directory or a new file name (files are never overwritten)",
-            cli.path.display()
-        );
-        return ExitCode::from(2);
-    }
-    let parent = cli.path.parent().filter(|p| !p.as_os_str().is_empty());
-    if !cli.path.is_dir() && parent.is_some_and(|p| !p.is_dir()) {
-        eprintln!(
-            "ssdaq-write: {}: no such directory",
-            parent.unwrap_or(&cli.path).display()
-        );
-        return ExitCode::from(2);
-    }
-    let listener = match EventListener::connect(&cli.endpoint) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ssdaq-write: --sub {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&cli, listener) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("ssdaq-write: {msg}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn run(cli: &Cli, mut listener: EventListener) -> Result<(), String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
-    }
     let attrs = vec![
         (
             "ssdaq_source".to_string(),
@@ -108,14 +91,56 @@ fn run(cli: &Cli, mut listener: EventListener) -> Result<(), String> {
             std::env::args().collect::<Vec<_>>().join(" "),
         ),
     ];
-    let mut set = FileSet::new(
+    let set = match FileSet::new(
         &cli.path,
         cli.hdf5.options(cli.run_number, attrs),
         cli.hdf5.limits(),
-    );
+    ) {
+        Ok(set) => set,
+        Err(e) => {
+            say!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Before connecting: a signal from the moment we subscribe is handled.
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
+            say!("cannot handle signals: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let listener = match EventListener::connect(&cli.endpoint) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("--sub {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&cli, set, listener, &stop, &hup) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            say!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(
+    cli: &Cli,
+    mut set: FileSet,
+    mut listener: EventListener,
+    stop: &AtomicBool,
+    hup: &AtomicBool,
+) -> Result<(), String> {
     set.on_close(|p, s| {
-        eprintln!(
-            "ssdaq-write: closed {}: {} event(s), numbers {}..{}, {} missed",
+        say!(
+            "closed {}: {} event(s), numbers {}..{}, {} missed",
             p.display(),
             s.events,
             s.first_number.unwrap_or(0),
@@ -123,44 +148,48 @@ fn run(cli: &Cli, mut listener: EventListener) -> Result<(), String> {
             s.missed
         )
     });
-    eprintln!(
-        "ssdaq-write: subscribed to {}, writing {} files to {}",
+    say!(
+        "subscribed to {}, writing {} files to {}",
         cli.endpoint,
         cli.hdf5.layout,
         cli.path.display()
     );
-    let (mut bad, mut bad_log) = (0u64, RateLimit::new(1_000_000_000));
+    let mut w = Writing {
+        set,
+        written: 0,
+        bad: 0,
+        bad_log: RateLimit::new(1_000_000_000),
+        gap_log: RateLimit::new(1_000_000_000),
+    };
     let started = mono_ns();
     let (mut last_event, mut last_flush, mut last_warning) = (started, started, started);
     let mut outcome = Ok(());
-    while !stop.load(Ordering::Relaxed) {
-        match listener.recv(Duration::from_millis(100)) {
-            Ok(Some(ev)) => {
+    let mut stopped_by_signal = false;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            stopped_by_signal = true;
+            break;
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            tracing::warn!("SIGHUP ignored: still writing; stop with SIGINT or SIGTERM");
+        }
+        match w.take(&mut listener, Duration::from_millis(100)) {
+            Ok(Took::Event) => {
                 last_event = mono_ns();
-                if let Err(e) = set.append(&ev.view(), now_ns()) {
-                    outcome = Err(e.to_string());
-                    break;
-                }
-                if cli.events.is_some_and(|n| set.summary().events >= n) {
+                if cli.events.is_some_and(|n| w.written >= n) {
                     break;
                 }
             }
-            Ok(None) => {}
-            Err(ListenError::Decode(e)) => {
-                bad += 1;
-                if let Some(held) = bad_log.allow(mono_ns()) {
-                    tracing::warn!("{e}: dropped ({held} more since the last such message)");
-                }
-            }
+            Ok(_) => {}
             Err(e) => {
-                outcome = Err(e.to_string());
+                outcome = Err(e);
                 break;
             }
         }
         let now = mono_ns();
         if now - last_flush >= FLUSH_EVERY.as_nanos() as u64 {
             last_flush = now;
-            if let Err(e) = set.flush(now_ns()) {
+            if let Err(e) = w.set.flush(now_ns()) {
                 outcome = Err(e.to_string());
                 break;
             }
@@ -184,11 +213,97 @@ fn run(cli: &Cli, mut listener: EventListener) -> Result<(), String> {
             );
         }
     }
-    let closed = set.close(now_ns());
-    let s = set.summary();
-    eprintln!("ssdaq-write: {s}; {bad} message(s) that were not events");
+    if stopped_by_signal && outcome.is_ok() {
+        // What the daemon published before the stop and is already in our
+        // socket, or on its way, belongs to the run: written, not dropped.
+        let (drain_start, mut drained) = (mono_ns(), 0u64);
+        while mono_ns() - drain_start < DRAIN_AT_STOP.as_nanos() as u64 {
+            match w.take(&mut listener, DRAIN_QUIET) {
+                Ok(Took::Event) => drained += 1,
+                Ok(Took::NotAnEvent) => {}
+                Ok(Took::Nothing) => break,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        say!("stopping: wrote the {drained} event(s) that were queued or on their way");
+    }
+    let closed = w.set.close(now_ns());
+    let s = w.set.summary();
+    say!("{s}; {} message(s) that were not events", w.bad);
     if let Some(p) = &s.last_path {
-        eprintln!("ssdaq-write: last file {}", p.display());
+        say!("last file {}", p.display());
     }
     outcome.and(closed.map_err(|e| e.to_string()))
+}
+
+/// What one [`Writing::take`] got.
+enum Took {
+    Event,
+    /// A message that was not an event (counted, dropped).
+    NotAnEvent,
+    Nothing,
+}
+
+/// The set being written and what the loop counts.
+struct Writing {
+    set: FileSet,
+    /// Events appended since the start.
+    written: u64,
+    /// Messages that were not events.
+    bad: u64,
+    bad_log: RateLimit,
+    gap_log: RateLimit,
+}
+
+impl Writing {
+    /// Takes the next message within `timeout`, an event into the set.
+    fn take(&mut self, listener: &mut EventListener, timeout: Duration) -> Result<Took, String> {
+        let ev = match listener.recv(timeout) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return Ok(Took::Nothing),
+            Err(ListenError::Decode(e)) => {
+                self.bad += 1;
+                if let Some(held) = self.bad_log.allow(mono_ns()) {
+                    tracing::warn!("{e}: dropped ({held} more since the last such message)");
+                }
+                return Ok(Took::NotAnEvent);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let view = ev.view();
+        let told = self
+            .set
+            .append(&view, now_ns())
+            .map_err(|e: FileError| e.to_string())?;
+        self.written += 1;
+        match told {
+            Numbering::InOrder => {}
+            Numbering::Gap { missed } => {
+                if let Some(held) = self.gap_log.allow(mono_ns()) {
+                    let s = self.set.summary();
+                    tracing::warn!(
+                        "{missed} event(s) missed before event {} (the subscriber fell behind \
+                         or the daemon dropped them); {} missed in {} gap(s) so far, {held} \
+                         gap(s) not logged since the last such message",
+                        view.number(),
+                        s.missed,
+                        s.gaps
+                    );
+                }
+            }
+            Numbering::Restart => {
+                if let Some(held) = self.gap_log.allow(mono_ns()) {
+                    tracing::warn!(
+                        "event numbers started again at {} (ssdaqd restarted?): a new file \
+                         ({held} gap(s) or restarts not logged since the last message)",
+                        view.number()
+                    );
+                }
+            }
+        }
+        Ok(Took::Event)
+    }
 }
