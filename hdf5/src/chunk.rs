@@ -22,6 +22,14 @@
 //! A chunk is always encoded whole: rows past the ones given are zeros (the
 //! table's fill value), as HDF5 pads a partly written chunk.
 //!
+//! A compressed chunk may be followed by zeros up to a length the caller
+//! chooses (`room`): HDF5 moves a chunk rewritten at another length and
+//! does not reuse the space it leaves, so a chunk that will be rewritten
+//! (a partly filled one, written at a flush) is given room to grow in
+//! place. HDF5's deflate filter inflates until the zlib stream ends and
+//! ignores what follows it (H5Z_filter_deflate stops at Z_STREAM_END), so
+//! every reader built on the library decodes such a chunk as any other.
+//!
 //! It owns its buffers, sized once per file; encoding allocates nothing.
 
 use libdeflater::{CompressionLvl, Compressor};
@@ -74,7 +82,14 @@ impl ChunkEncoder {
 
     /// Encodes `data` (whole rows, at most one chunk's) as one chunk:
     /// returns the filter mask for `H5Dwrite_chunk` and the bytes to write.
-    pub(crate) fn encode<'a>(&'a mut self, data: &'a [u8]) -> (u32, &'a [u8]) {
+    /// A compressed chunk of `n` bytes is followed by zeros up to
+    /// `room(n)` bytes (at least `n`, at most a chunk's decoded length);
+    /// other encodings are a chunk's decoded length already.
+    pub(crate) fn encode<'a>(
+        &'a mut self,
+        data: &'a [u8],
+        room: impl FnOnce(usize) -> usize,
+    ) -> (u32, &'a [u8]) {
         let (row_len, rows) = (self.row_len, self.rows);
         assert!(
             data.len() % row_len == 0 && data.len() <= self.chunk_len(),
@@ -90,7 +105,11 @@ impl ChunkEncoder {
         };
         shuffle(data, row_len, rows, &mut self.shuffled);
         match deflate.zlib_compress(&self.shuffled, &mut self.out) {
-            Ok(n) if n < self.shuffled.len() => (0, &self.out[..n]),
+            Ok(n) if n < self.shuffled.len() => {
+                let len = room(n).clamp(n, self.out.len());
+                self.out[n..len].fill(0);
+                (0, &self.out[..len])
+            }
             // It did not shrink (or did not fit in a chunk's room).
             _ => (DEFLATE_SKIPPED, &self.shuffled),
         }
@@ -154,7 +173,7 @@ mod tests {
             d
         };
         let mut enc = ChunkEncoder::new(row_len, cap, 1);
-        let (mask, bytes) = enc.encode(&data);
+        let (mask, bytes) = enc.encode(&data, |n| n);
         assert_eq!(mask, 0);
         assert!(bytes.len() < row_len * cap);
         let mut inflated = vec![0; row_len * cap];
@@ -181,7 +200,7 @@ mod tests {
             })
             .collect();
         let mut enc = ChunkEncoder::new(row_len, cap, 9);
-        let (mask, bytes) = enc.encode(&data);
+        let (mask, bytes) = enc.encode(&data, |n| n);
         assert_eq!(mask, DEFLATE_SKIPPED);
         assert_eq!(unshuffle(bytes, row_len, cap), data);
     }
@@ -189,7 +208,7 @@ mod tests {
     #[test]
     fn without_compression_a_chunk_is_the_rows_then_zeros() {
         let mut enc = ChunkEncoder::new(4, 3, 0);
-        let (mask, bytes) = enc.encode(&[1, 2, 3, 4]);
+        let (mask, bytes) = enc.encode(&[1, 2, 3, 4], |n| n);
         assert_eq!(
             (mask, bytes),
             (0, &[1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0][..])

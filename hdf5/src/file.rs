@@ -184,6 +184,11 @@ pub struct EventFile {
     chunk: Vec<u8>,
     /// Rows of `chunk` that are in the file.
     written_in_chunk: usize,
+    /// Bytes the chunk being filled takes in the file (0: not written yet).
+    room: usize,
+    /// Compressed bytes of the last full chunk (0: none yet): the room a
+    /// partly filled chunk is given to grow into.
+    full_len: usize,
     /// The summary facts of each row of `chunk`.
     facts: Vec<RowFacts>,
     encoder: ChunkEncoder,
@@ -291,6 +296,8 @@ impl EventFile {
             rows: 0,
             chunk: Vec::with_capacity(CHUNK_ROWS * layout.row_len()),
             written_in_chunk: 0,
+            room: 0,
+            full_len: 0,
             facts: Vec::with_capacity(CHUNK_ROWS),
             encoder: ChunkEncoder::new(layout.row_len(), CHUNK_ROWS, opts.compress),
             summary: FileSummary::default(),
@@ -325,10 +332,11 @@ impl EventFile {
         self.handles()?;
         self.latest_ns = self.latest_ns.max(now_ns);
         if self.chunk.len() == self.chunk.capacity() {
-            self.write_pending()?;
+            self.write_pending(false)?;
             self.chunk.clear();
             self.facts.clear();
             self.written_in_chunk = 0;
+            self.room = 0;
         }
         if self.unwritten_rows() == 0 {
             self.pending_since_ns = now_ns;
@@ -366,7 +374,8 @@ impl EventFile {
 
     /// Writes the chunk being filled if it has rows not yet in the file,
     /// after checking there is room for it.
-    fn write_pending(&mut self) -> Result<(), Error> {
+    /// `last`: the file is being closed, so this write is the chunk's last.
+    fn write_pending(&mut self, last: bool) -> Result<(), Error> {
         let unwritten = self.unwritten_rows();
         if unwritten == 0 {
             return Ok(());
@@ -376,10 +385,33 @@ impl EventFile {
         };
         let free = free_bytes(&self.path);
         let first = self.rows - self.written_in_chunk as u64;
-        let (mask, bytes) = self.encoder.encode(&self.chunk);
+        // A chunk written before it is full will be written again: it is
+        // given room for its full size (the last full chunk's, or this one's
+        // scaled up, with an eighth to spare), and each rewrite that fits
+        // stays in place. A full chunk, or the last write, takes what it needs.
+        let rows_now = self.chunk.len() / self.layout.row_len();
+        let (room, full_len) = (self.room, self.full_len);
+        let full = rows_now == CHUNK_ROWS;
+        let mut stream_len = 0;
+        let (mask, bytes) = self.encoder.encode(&self.chunk, |n| {
+            stream_len = n;
+            if n <= room {
+                room
+            } else if full || last {
+                n
+            } else {
+                let est = if full_len > 0 {
+                    full_len
+                } else {
+                    n * CHUNK_ROWS / rows_now
+                };
+                (est + est / 8).max(n)
+            }
+        });
         // What this write adds to the file at most: the chunk as encoded
         // (a rewritten chunk may not reuse its first copy's space).
-        let needed = bytes.len() as u64 + self.disk_reserve;
+        let bytes_len = bytes.len();
+        let needed = bytes_len as u64 + self.disk_reserve;
         let written = if free < needed {
             None
         } else {
@@ -409,6 +441,10 @@ impl EventFile {
                 });
             }
         }
+        self.room = self.room.max(bytes_len);
+        if full && stream_len > 0 {
+            self.full_len = stream_len;
+        }
         for r in &self.facts[self.written_in_chunk..] {
             self.summary.add(r);
         }
@@ -429,7 +465,7 @@ impl EventFile {
         let now_ns = now_ns.max(self.latest_ns);
         self.latest_ns = now_ns;
         if all || now_ns.saturating_sub(self.pending_since_ns) >= TAIL_MAX_AGE_NS {
-            self.write_pending()?;
+            self.write_pending(all)?;
         }
         let h = self.handles()?;
         self.write_summary(&h.table, now_ns)
