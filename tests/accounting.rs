@@ -53,16 +53,22 @@ fn every_datagram_of_a_seeded_faulty_camera_has_exactly_the_fate_it_was_given() 
     const FRAMES: u64 = 300;
     // The camera's addresses .100-.131 are modules; the simulator's
     // foreign hosts (.200-.203) are not.
-    let d = Ssdaqd::start(&[
+    let mut d = Ssdaqd::start(&[
         "--hwm",
         "20000",
+        // A reordered datagram is held behind up to 3 of its module's
+        // (12 ms); the grace is ample so that a loaded machine (a build
+        // beside the test) does not make it late.
         "--reorder-ns",
-        "20000000",
+        "150000000",
+        "--timeout-ms",
+        "400",
         "--allow",
         "127.0.0.96/27",
         "--allow",
         "127.0.0.128/30",
     ]);
+    let mut sub = d.subscribe();
     let out = Command::new(bin("tm-ss-sim"))
         .args([&d.port.to_string(), "localhost", "--modules", "32"])
         .args([
@@ -72,6 +78,10 @@ fn every_datagram_of_a_seeded_faulty_camera_has_exactly_the_fate_it_was_given() 
             &FRAMES.to_string(),
             "--seed",
             "7",
+            // Every value the model's at its own readout's timestamp (not
+            // refreshed every 40 ms), so each published value can be checked.
+            "--pixel-refresh-ms",
+            "0",
         ])
         .args([
             "--loss",
@@ -177,4 +187,44 @@ fn every_datagram_of_a_seeded_faulty_camera_has_exactly_the_fate_it_was_given() 
         }
     }
     assert!(got.get(&30).is_none_or(|r| r["datagrams"] == 0));
+
+    // And what was published is the camera's: every readout of every event
+    // is the pixel model's at its own timestamp, whatever the faults did to
+    // the datagrams around it (a corrupt, stray or glitched datagram's
+    // bytes never reach an event).
+    let (mut events, mut readouts) = (0u64, 0u64);
+    while let Some(ev) = sub.recv(std::time::Duration::from_millis(300)).unwrap() {
+        let v = ev.view();
+        events += 1;
+        // One camera time per event: no readout of another time mixed in.
+        let times: std::collections::BTreeSet<u64> = (0..32)
+            .filter(|&m| v.has_module(m))
+            .map(|m| v.module_timestamps(m).unwrap().0)
+            .collect();
+        assert_eq!(times.len(), 1, "event {}: {times:?}", v.number());
+        for m in (0..32u8).filter(|&m| v.has_module(m as usize)) {
+            let (primary, aux) = v.module_timestamps(m as usize).unwrap();
+            assert_eq!(aux, tm_ss_sim::aux_ts(m, primary), "event {}", v.number());
+            for p in 0..64 {
+                let want = ssdaq::event::adc_to_mv(tm_ss_sim::pixel_adc(7, m, p, primary));
+                assert_eq!(
+                    v.mv(m as usize, p).to_bits(),
+                    want.to_bits(),
+                    "event {} module {m} pixel {p} at {primary}",
+                    v.number()
+                );
+            }
+            readouts += 1;
+        }
+    }
+    assert_eq!(sub.missed(), 0);
+    assert_eq!(
+        events, stats["published"],
+        "every event published was checked"
+    );
+    assert_eq!(
+        readouts,
+        stats["readouts_complete"] + stats["readouts_partial"],
+        "every readout built was checked"
+    );
 }
