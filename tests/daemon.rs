@@ -497,3 +497,51 @@ fn a_source_outside_the_camera_is_named_once_and_allow_refuses_it_by_address() {
     );
     assert!(!log.contains("are taken as module"), "{log}");
 }
+
+#[test]
+fn a_burst_beyond_the_socket_buffer_is_counted_as_kernel_drops_and_the_daemon_recovers() {
+    // Overload: the daemon is stopped while the camera sends 300 frames
+    // (14 MB) into a 256 KiB socket buffer; most are dropped by the kernel.
+    // Each drop must be counted, and once the camera is back to its pace
+    // every event must be complete again, with nothing else done.
+    const BURST: u64 = 300;
+    const AFTER: u64 = 50;
+    let mut d = Ssdaqd::start(&["--modules", "0-31", "--rcvbuf", "256k"]);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(32, d.port);
+    d.signal(libc::SIGSTOP);
+    send_frames(&cam, BURST, &[]);
+    std::thread::sleep(Duration::from_millis(50));
+    d.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(500));
+    for f in BURST..BURST + AFTER {
+        for m in 0..32 {
+            cam.send(m, f);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let s = d.stop_stats();
+    assert!(
+        s["kernel_drops"] > 0,
+        "the burst overflowed the socket: {s:?}"
+    );
+    assert_eq!(
+        s["received"] + s["kernel_drops"],
+        (BURST + AFTER) * 32,
+        "every datagram sent was received or counted as dropped by the kernel: {s:?}"
+    );
+    assert_eq!(s["balanced"], 1, "{s:?}");
+    let (mut after, mut incomplete) = (0, Vec::new());
+    while let Some(ev) = sub.recv(Duration::from_millis(200)).unwrap() {
+        let v = ev.view();
+        if v.timestamp() >= Camera::ts(BURST, 0) {
+            after += 1;
+            if v.present_mask() != u32::MAX {
+                incomplete.push((v.number(), v.present_mask()));
+            }
+        }
+    }
+    assert_eq!(after, AFTER * 10, "{s:?}");
+    assert!(incomplete.is_empty(), "after the burst: {incomplete:?}");
+}
