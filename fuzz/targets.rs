@@ -15,13 +15,28 @@ use ssdaq::event::EventView;
 /// endian, up to 1600) and that many payload bytes. After every input, with
 /// everything flushed, each datagram and readout must have had one fate.
 pub fn builder(data: &[u8]) {
-    // The fewest slots (each holds a 17 KB event): a fresh builder per input.
-    let cfg = BuilderConfig {
-        modules: data.first().is_some_and(|b| b & 1 == 1).then_some(0xF),
-        slots: ssdaq::builder::MIN_SLOTS,
-        ..Default::default()
-    };
-    let mut b = Builder::new(cfg);
+    thread_local! {
+        // One builder per configuration, reset for each input (as new, but
+        // without allocating and zeroing its 64 slots of 17 KB again).
+        static BUILDERS: std::cell::RefCell<[Builder; 2]> = std::cell::RefCell::new(
+            [None, Some(0xF)].map(|modules| {
+                Builder::new(BuilderConfig {
+                    modules,
+                    slots: ssdaq::builder::MIN_SLOTS,
+                    ..Default::default()
+                })
+            }),
+        );
+    }
+    let which = usize::from(data.first().is_some_and(|b| b & 1 == 1));
+    BUILDERS.with(|b| {
+        let b = &mut b.borrow_mut()[which];
+        b.reset();
+        feed(b, data);
+    });
+}
+
+fn feed(b: &mut Builder, data: &[u8]) {
     let mut sink = |ev: Event<'_>| {
         let _ = ev;
     };
@@ -64,6 +79,7 @@ pub fn dump(data: &[u8], dir: &Path) {
 
 /// Arbitrary bytes as a published message.
 pub fn event(data: &[u8]) {
+    let _ = EventView::decode(data);
     if let Ok(v) = EventView::parse(data) {
         let _ = (v.number(), v.timestamp(), v.run(), v.present_mask());
         for m in 0..32 {
