@@ -57,6 +57,20 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The committed corpus of `target` (`fuzz/corpus/TARGET/`: real inputs
+/// libFuzzer starts from), which must be there.
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let v: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!v.is_empty(), "{}: no seeds", dir.display());
+    v
+}
+
 /// Runs `target` on `seeds`, then on mutations of them until the budget is
 /// spent; returns how many inputs it ran.
 fn run(seeds: &[Vec<u8>], mut target: impl FnMut(&[u8])) -> u64 {
@@ -77,11 +91,12 @@ fn run(seeds: &[Vec<u8>], mut target: impl FnMut(&[u8])) -> u64 {
 
 #[test]
 fn the_builder_survives_arbitrary_datagrams_and_every_fate_balances() {
-    let seeds = vec![
+    let mut seeds = vec![
         Vec::new(),
         targets::real_datagrams(3),
         targets::real_datagrams(12),
     ];
+    seeds.extend(corpus("builder"));
     let n = run(&seeds, targets::builder);
     eprintln!("{n} inputs");
     assert!(n > 100, "{n} inputs");
@@ -90,11 +105,12 @@ fn the_builder_survives_arbitrary_datagrams_and_every_fate_balances() {
 #[test]
 fn the_dump_reader_survives_arbitrary_files() {
     let dir = common::tmpdir("fuzz-dump");
-    let seeds = vec![
+    let mut seeds = vec![
         Vec::new(),
         targets::real_dump(&dir, 40),
         b"SSDAQDMP".to_vec(),
     ];
+    seeds.extend(corpus("dump"));
     let n = run(&seeds, |d| targets::dump(d, &dir));
     eprintln!("{n} inputs");
     assert!(n > 100, "{n} inputs");
@@ -102,7 +118,8 @@ fn the_dump_reader_survives_arbitrary_files() {
 
 #[test]
 fn the_event_decoder_survives_arbitrary_messages() {
-    let seeds = vec![vec![0u8; 16_920], vec![0xFFu8; 16_416], vec![1, 2, 3]];
+    let mut seeds = vec![vec![0u8; 16_920], vec![0xFFu8; 16_416], vec![1, 2, 3]];
+    seeds.extend(corpus("event"));
     let n = run(&seeds, targets::event);
     eprintln!("{n} inputs");
     assert!(n > 100, "{n} inputs");

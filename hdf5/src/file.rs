@@ -87,6 +87,10 @@ pub enum Error {
         path: PathBuf,
         free: u64,
         needed: u64,
+        /// Rows in the closed file.
+        rows: u64,
+        /// Events appended to it that are not in it.
+        unwritten: u64,
     },
     /// The HDF5 library refused.
     Hdf5 { path: PathBuf, what: String },
@@ -100,10 +104,17 @@ impl std::fmt::Display for Error {
             Error::Create { path, source } => {
                 write!(f, "cannot create {}: {source}", path.display())
             }
-            Error::DiskFull { path, free, needed } => write!(
+            Error::DiskFull {
+                path,
+                free,
+                needed,
+                rows,
+                unwritten,
+            } => write!(
                 f,
-                "{}: the disk is full ({free} bytes free, a write needs {needed} with the reserve); \
-                 the file was closed and holds every event before this one",
+                "{}: the disk is full ({free} bytes free, the next chunk needs {needed} with the \
+                 reserve): the file was closed, valid, with its first {rows} event(s); the \
+                 {unwritten} after them are NOT in it",
                 path.display()
             ),
             Error::Hdf5 { path, what } => write!(f, "{}: {what}", path.display()),
@@ -226,7 +237,11 @@ impl EventFile {
             what,
         };
         let layout = opts.layout;
-        let file = h5::create_file(path).map_err(hdf5)?;
+        let file = h5::create_file(path).map_err(|e| {
+            // Not left behind empty: a 0-byte .h5 breaks a reader's glob.
+            let _ = std::fs::remove_file(path);
+            hdf5(e)
+        })?;
         let (table, row_type, flush_log) = (|| {
             pytables_node(&file, "GROUP", FILE_TITLE, "1.0")?;
             h5::set_str(&file, "PYTABLES_FORMAT_VERSION", "2.1")?;
@@ -332,7 +347,14 @@ impl EventFile {
         self.handles()?;
         self.latest_ns = self.latest_ns.max(now_ns);
         if self.chunk.len() == self.chunk.capacity() {
-            self.write_pending(false)?;
+            if let Err(mut e) = self.write_pending(false) {
+                // This event is not in the file either.
+                self.summary.unwritten += 1;
+                if let Error::DiskFull { unwritten, .. } = &mut e {
+                    *unwritten += 1;
+                }
+                return Err(e);
+            }
             self.chunk.clear();
             self.facts.clear();
             self.written_in_chunk = 0;
@@ -400,12 +422,14 @@ impl EventFile {
             } else if full || last {
                 n
             } else {
-                let est = if full_len > 0 {
-                    full_len
+                // The first chunk of a file has no full size to go by: its
+                // room doubles as it grows (what it leaves behind is at most
+                // its final size), so a short file stays short.
+                if full_len > 0 {
+                    (full_len + full_len / 8).max(n)
                 } else {
-                    n * CHUNK_ROWS / rows_now
-                };
-                (est + est / 8).max(n)
+                    (2 * n).max(room * 2)
+                }
             }
         });
         // What this write adds to the file at most: the chunk as encoded
@@ -438,6 +462,8 @@ impl EventFile {
                     path: self.path.clone(),
                     free,
                     needed,
+                    rows: self.rows,
+                    unwritten: unwritten as u64,
                 });
             }
         }
@@ -468,9 +494,10 @@ impl EventFile {
             self.write_pending(all)?;
         }
         let h = self.handles()?;
+        // The log row first, so that the flush puts it on disk with the rows.
         self.write_summary(&h.table, now_ns)
-            .and_then(|()| h5::flush(&h.file))
             .and_then(|()| h5::append_flush_log(&h.flush_log, self.flushes, [self.rows, now_ns]))
+            .and_then(|()| h5::flush(&h.file))
             .map_err(|e| self.hdf5_err(e))?;
         self.flushes += 1;
         Ok(())
@@ -526,6 +553,11 @@ impl EventFile {
         flushed.and(closed).map(|_| self.summary.clone())
     }
 
+    /// Rows in the file (written chunks; not those pending).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
     /// Bytes of the file on disk (as of the last write).
     pub fn size_on_disk(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
@@ -568,7 +600,7 @@ fn row_type(layout: Layout) -> Result<Id, String> {
 
 /// Free bytes for an unprivileged writer on the file system holding `path`
 /// (u64::MAX if it cannot be asked: the write then reports its own error).
-fn free_bytes(path: &Path) -> u64 {
+pub(crate) fn free_bytes(path: &Path) -> u64 {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return u64::MAX;

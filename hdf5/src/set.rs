@@ -86,12 +86,16 @@ pub enum Numbering {
     InOrder,
     /// `missed` events before this one were never received.
     Gap { missed: u64 },
-    /// The number went back (the daemon restarted): a new file was started.
-    Restart,
+    /// The number went back (the daemon restarted): a new file was
+    /// started; the new numbering's `missed` first events never came.
+    Restart { missed: u64 },
 }
 
 /// The most files one name (or one start second) gets: `.0001` … `.9999`.
 const MAX_INDEX: u32 = 9_999;
+/// Longest file name and path Linux file systems take (NAME_MAX, PATH_MAX).
+const NAME_MAX: usize = 255;
+const PATH_MAX: usize = 4096;
 
 /// The files of one run, one open at a time.
 pub struct FileSet {
@@ -124,12 +128,10 @@ impl FileSet {
         let as_dir = path.as_os_str().as_encoded_bytes().ends_with(b"/");
         let naming = if path.is_dir() {
             Naming::Dir(path.to_path_buf())
+        } else if as_dir && std::fs::symlink_metadata(path.components().as_path()).is_ok() {
+            return Err(refuse("is not a directory".into()));
         } else if as_dir {
             return Err(refuse("no such directory".into()));
-        } else if std::fs::symlink_metadata(path).is_ok() {
-            return Err(refuse(
-                "exists: give a directory or a new file name (files are never overwritten)".into(),
-            ));
         } else {
             let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
             let stem = path
@@ -140,15 +142,50 @@ impl FileSet {
                 .map_or_else(|| "h5".into(), |s| s.to_string_lossy().into_owned());
             Naming::File { dir, stem, ext }
         };
-        let dir = match &naming {
-            Naming::Dir(d) | Naming::File { dir: d, .. } => d,
+        // The names it will use: the first (a name without an extension
+        // gets `.h5`) must be free, and the longest must be one the file
+        // system takes.
+        let (dir, first, longest) = match &naming {
+            Naming::Dir(d) => (d, None, "ssdaq-20261203T120000Z.9999.h5".to_string()),
+            Naming::File { dir, stem, ext } => (
+                dir,
+                Some(dir.join(format!("{stem}.{ext}"))),
+                format!("{stem}.{MAX_INDEX}.{ext}"),
+            ),
         };
-        probe(if dir.as_os_str().is_empty() {
+        if let Some(first) = &first
+            && std::fs::symlink_metadata(first).is_ok()
+        {
+            return Err(Error::Path {
+                path: first.clone(),
+                why: "exists: give a directory or a new file name (files are never overwritten)"
+                    .into(),
+            });
+        }
+        if longest.len() > NAME_MAX || dir.join(&longest).as_os_str().len() >= PATH_MAX {
+            return Err(refuse(format!(
+                "names too long for the file system (a rotated file would be {longest:?}, \
+                 over {NAME_MAX} bytes, or its path over {PATH_MAX})"
+            )));
+        }
+        let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
         } else {
             dir
-        })
-        .map_err(refuse)?;
+        };
+        probe(dir).map_err(refuse)?;
+        // Room for a chunk beyond the reserve, or the first write would fail.
+        let needed = opts
+            .disk_reserve
+            .saturating_add((opts.layout.row_len() * crate::file::CHUNK_ROWS) as u64);
+        let free = crate::file::free_bytes(dir);
+        if free < needed {
+            return Err(refuse(format!(
+                "the disk is full: {free} bytes free, writing needs {needed} \
+                 (a chunk and the {} MiB kept free)",
+                opts.disk_reserve >> 20
+            )));
+        }
         Ok(FileSet {
             naming,
             opts,
@@ -229,8 +266,14 @@ impl FileSet {
         let mut told = Numbering::InOrder;
         if let Some(last) = self.last_number {
             if n <= last {
-                told = Numbering::Restart;
+                // Events 1..n of the new numbering were published before
+                // this one reached us.
+                told = Numbering::Restart { missed: n - 1 };
                 self.summary.restarts += 1;
+                if n > 1 {
+                    self.summary.missed += n - 1;
+                    self.summary.gaps += 1;
+                }
                 self.close(now_ns)?;
             } else if n > last + 1 {
                 told = Numbering::Gap {
@@ -252,8 +295,14 @@ impl FileSet {
             self.create_next(ev.format(), now_ns)?;
         }
         let f = self.current.as_mut().expect("opened above");
+        let rows = f.rows();
         f.append(ev, now_ns)?;
-        if self.limits.max_events.is_some_and(|m| f.events() >= m) {
+        // A chunk went to the file: time to look at its size (a replay
+        // never flushes, so the flush's own check is not enough).
+        let grown = f.rows() != rows;
+        if self.limits.max_events.is_some_and(|m| f.events() >= m)
+            || (grown && self.limits.max_bytes.is_some_and(|m| f.size_on_disk() >= m))
+        {
             self.close(now_ns)?;
         }
         Ok(told)
@@ -354,7 +403,7 @@ mod tests {
         assert_eq!(append(&mut s, 1, t), Numbering::InOrder);
         assert_eq!(append(&mut s, 3, t), Numbering::Gap { missed: 1 });
         // The numbering starts again: a new file, in the same second.
-        assert_eq!(append(&mut s, 1, t + 1), Numbering::Restart);
+        assert_eq!(append(&mut s, 1, t + 1), Numbering::Restart { missed: 0 });
         s.close(t + 2).unwrap();
         let names = |d: &Path| {
             let mut v: Vec<String> = std::fs::read_dir(d)
@@ -394,9 +443,16 @@ mod tests {
         let dangling = dir.join("dangling.h5");
         std::os::unix::fs::symlink(dir.join("nowhere"), &dangling).unwrap();
         let no_dir = format!("{}/newdir/", dir.display());
+        let long = dir.join(format!("{}.h5", "a".repeat(248)));
         for (p, says) in [
             (taken.clone(), "never overwritten"),
+            (dir.join("run"), "never overwritten"), // run.h5 is taken
             (dangling.clone(), "never overwritten"),
+            (long, "names too long"),
+            (
+                PathBuf::from(format!("{}/", taken.display())),
+                "is not a directory",
+            ),
             (PathBuf::from(&no_dir), "no such directory"),
             (dir.join("no/such/x.h5"), "no such directory"),
         ] {
@@ -434,9 +490,15 @@ mod tests {
         assert_eq!(f.summary().modules_seen, u32::MAX);
         s.close(t + 30).unwrap();
 
-        // No room at all beyond the reserve: nothing is written, the file
-        // says so, and the events are counted as not written.
-        let mut s = FileSet::new(
+        // A restart of the numbering at 4: events 1..3 of it never came.
+        let mut s = set(&dir.join("restart.h5")).unwrap();
+        append(&mut s, 7, t);
+        assert_eq!(append(&mut s, 4, t + 1), Numbering::Restart { missed: 3 });
+        s.close(t + 2).unwrap();
+        assert_eq!((s.summary().missed, s.summary().restarts), (3, 1));
+
+        // No room beyond the reserve: refused at start, not at a chunk.
+        let e = FileSet::new(
             &dir.join("full.h5"),
             Options {
                 disk_reserve: u64::MAX / 2,
@@ -444,14 +506,9 @@ mod tests {
             },
             Limits::default(),
         )
+        .err()
         .unwrap();
-        for n in 1..=5 {
-            append(&mut s, n, t + n);
-        }
-        let e = s.close(t + 10).unwrap_err();
-        assert!(matches!(e, Error::DiskFull { .. }), "{e}");
-        let sum = s.summary();
-        assert_eq!((sum.events, sum.unwritten), (0, 5), "{sum}");
-        assert!(sum.to_string().contains("5 event(s) NOT written"), "{sum}");
+        assert!(e.to_string().contains("the disk is full"), "{e}");
+        assert!(!dir.join("full.h5").exists());
     }
 }

@@ -17,6 +17,9 @@ use ssdaq_wire::event::{DecodeError, EventView};
 /// Messages queued in the subscriber before it starts losing events.
 pub const DEFAULT_RCVHWM: i32 = 10_000;
 
+/// The largest step forward in event numbers taken as the same numbering.
+pub const MAX_NUMBER_JUMP: u64 = 1 << 32;
+
 /// Something went wrong receiving.
 #[derive(Debug)]
 pub enum ListenError {
@@ -128,12 +131,27 @@ impl EventListener {
             .map_err(ListenError::Decode)?
             .number();
         match self.last_number {
+            // No daemon publishes 2^32 events (200 days at the camera's
+            // rate) between two a subscriber receives: not its numbering.
+            Some(last) if number > last.saturating_add(MAX_NUMBER_JUMP) => {
+                return Err(ListenError::Decode(DecodeError::Header(
+                    "an event number 2^32 or more ahead of the last",
+                )));
+            }
             Some(last) if number > last => self.missed += number - last - 1,
-            _ => {} // first event, or the publisher restarted its numbering
+            // The publisher restarted its numbering (a new ssdaqd): events
+            // 1..number were published before this one reached us.
+            Some(_) => self.missed += number - 1,
+            None => {}
         }
         self.last_number = Some(number);
         self.received += 1;
         Ok(Some(ReceivedEvent { msg }))
+    }
+
+    /// The number of the last event received.
+    pub fn last_number(&self) -> Option<u64> {
+        self.last_number
     }
 
     /// Events received so far.

@@ -22,6 +22,21 @@ use ssdaq::event::Format;
 use ssdaq::publish::{self, Publisher};
 use ssdaq::replay;
 
+/// `eprintln!` that never panics: a closed stderr (a pipe whose reader
+/// left, a terminal gone) must not turn a finished run into exit 101.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics (see `errln!`).
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "ssdaq-replay",
@@ -95,6 +110,9 @@ struct Sinks {
     hdf5: Option<ssdaq_hdf5::FileSet>,
     /// The first HDF5 failure; no more is written after it.
     hdf5_error: Option<String>,
+    /// Events built after that failure (not in any file).
+    #[cfg(feature = "hdf5")]
+    hdf5_after_error: u64,
     /// The newest event's arrival time: HDF5 files end at it.
     #[cfg(feature = "hdf5")]
     last_arrival_ns: u64,
@@ -111,7 +129,9 @@ impl EventSink for Sinks {
         }
         #[cfg(feature = "hdf5")]
         if let Some(set) = &mut self.hdf5 {
-            if self.hdf5_error.is_none() {
+            if self.hdf5_error.is_some() {
+                self.hdf5_after_error += 1;
+            } else {
                 let at = ev.header.arrival_ns;
                 self.last_arrival_ns = at;
                 let view = ssdaq::event::EventView::parse(ev.encode(self.format))
@@ -144,11 +164,11 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
-            eprintln!("ssdaq-replay: {msg}");
+            errln!("ssdaq-replay: {msg}");
             ExitCode::from(2)
         }
         Err(Failure::Run(msg)) => {
-            eprintln!("ssdaq-replay: {msg}");
+            errln!("ssdaq-replay: {msg}");
             ExitCode::from(1)
         }
     }
@@ -157,7 +177,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), Failure> {
     let (dumps, errors) = dump::open_set(&cli.dumps);
     for e in &errors {
-        eprintln!("ssdaq-replay: {e}");
+        errln!("ssdaq-replay: {e}");
     }
     if dumps.is_empty() {
         return Err(Failure::Run("nothing could be read".into()));
@@ -185,6 +205,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         #[cfg(feature = "hdf5")]
         hdf5: None,
         hdf5_error: None,
+        #[cfg(feature = "hdf5")]
+        hdf5_after_error: 0,
         #[cfg(feature = "hdf5")]
         last_arrival_ns: 0,
     };
@@ -243,17 +265,23 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         if let Err(e) = set.close(sinks.last_arrival_ns) {
             sinks.hdf5_error.get_or_insert(e.to_string());
         }
-        eprintln!("hdf5: {}", set.summary());
+        errln!("hdf5: {}", set.summary());
+        if sinks.hdf5_after_error > 0 {
+            errln!(
+                "hdf5: {} later event(s) NOT written (no file after the failure)",
+                sinks.hdf5_after_error
+            );
+        }
     }
     if let Some(e) = sinks.hdf5_error.take() {
         write_error.get_or_insert(e);
     }
-    eprint!("{stats}");
-    eprint!("{}", builder.stats());
+    err!("{stats}");
+    err!("{}", builder.stats());
     if let Some(p) = &sinks.publisher {
-        eprintln!("published: {}", p.stats());
+        errln!("published: {}", p.stats());
     }
-    eprintln!(
+    errln!(
         "replayed in {elapsed:.2} s: {:.0} MB/s of dump, {:.0} datagrams/s",
         stats.bytes as f64 / elapsed / 1e6,
         stats.records as f64 / elapsed
@@ -281,7 +309,10 @@ fn open_hdf5(
         ),
         (
             "ssdaq_command_line".to_string(),
-            std::env::args().collect::<Vec<_>>().join(" "),
+            std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
         ),
         (
             "ssdaq_builder_settings".to_string(),
@@ -339,7 +370,7 @@ fn wait_for_subscribers(p: &mut Publisher, n: i64, stop: &AtomicBool) {
     if n <= 0 {
         return;
     }
-    eprintln!(
+    errln!(
         "ssdaq-replay: waiting for {n} subscriber(s) on {}",
         p.endpoint()
     );

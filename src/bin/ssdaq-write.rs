@@ -60,10 +60,13 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// How often "no events" is said while nothing arrives.
 const QUIET_WARNING: Duration = Duration::from_secs(10);
 /// At a stop, events already queued in the socket or on their way are still
-/// written, until none has come for `DRAIN_QUIET`, for at most
-/// `DRAIN_AT_STOP` (a live camera never goes quiet: its stop takes that long).
-const DRAIN_QUIET: Duration = Duration::from_millis(20);
-const DRAIN_AT_STOP: Duration = Duration::from_secs(1);
+/// written: until none has come for `DRAIN_QUIET` (a live camera's events
+/// come in bursts 40 ms apart, a backlog without pause), or as many as can
+/// have been queued at the stop (the socket's high-water mark and what the
+/// kernel buffers), or for `DRAIN_AT_STOP`; which one ended it is said.
+const DRAIN_QUIET: Duration = Duration::from_millis(10);
+const DRAIN_MAX_EVENTS: u64 = ssdaq::listen::DEFAULT_RCVHWM as u64 + 2_048;
+const DRAIN_AT_STOP: Duration = Duration::from_secs(30);
 
 /// Says `args` on stderr, never failing: a closed terminal or pipe (EPIPE,
 /// EIO) must not stop a recording the way `eprintln!`'s panic would.
@@ -88,7 +91,11 @@ fn main() -> ExitCode {
         ),
         (
             "ssdaq_command_line".to_string(),
-            std::env::args().collect::<Vec<_>>().join(" "),
+            // args_os: a path need not be UTF-8.
+            std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
         ),
     ];
     let set = match FileSet::new(
@@ -138,15 +145,14 @@ fn run(
     stop: &AtomicBool,
     hup: &AtomicBool,
 ) -> Result<(), String> {
-    set.on_close(|p, s| {
-        say!(
-            "closed {}: {} event(s), numbers {}..{}, {} missed",
+    set.on_close(|p, s| match (s.first_number, s.last_number) {
+        (Some(a), Some(b)) => say!(
+            "closed {}: {} event(s), numbers {a}..{b}, {} missed",
             p.display(),
             s.events,
-            s.first_number.unwrap_or(0),
-            s.last_number.unwrap_or(0),
             s.missed
-        )
+        ),
+        _ => say!("closed {}: no events in it", p.display()),
     });
     say!(
         "subscribed to {}, writing {} files to {}",
@@ -216,19 +222,32 @@ fn run(
     if stopped_by_signal && outcome.is_ok() {
         // What the daemon published before the stop and is already in our
         // socket, or on its way, belongs to the run: written, not dropped.
-        let (drain_start, mut drained) = (mono_ns(), 0u64);
-        while mono_ns() - drain_start < DRAIN_AT_STOP.as_nanos() as u64 {
+        let (drain_start, mut drained, mut quiet) = (mono_ns(), 0u64, false);
+        while mono_ns() - drain_start < DRAIN_AT_STOP.as_nanos() as u64
+            && drained < DRAIN_MAX_EVENTS
+        {
             match w.take(&mut listener, DRAIN_QUIET) {
                 Ok(Took::Event) => drained += 1,
                 Ok(Took::NotAnEvent) => {}
-                Ok(Took::Nothing) => break,
+                Ok(Took::Nothing) => {
+                    quiet = true;
+                    break;
+                }
                 Err(e) => {
                     outcome = Err(e);
                     break;
                 }
             }
         }
-        say!("stopping: wrote the {drained} event(s) that were queued or on their way");
+        if quiet || outcome.is_err() {
+            say!("stopping: wrote the {drained} event(s) that were queued or on their way");
+        } else {
+            say!(
+                "stopping: wrote {drained} event(s) after the stop and events were still \
+                 coming (a live stream, not a backlog); the recording ends at event {}",
+                listener.last_number().unwrap_or(0)
+            );
+        }
     }
     let closed = w.set.close(now_ns());
     let s = w.set.summary();
@@ -294,10 +313,11 @@ impl Writing {
                     );
                 }
             }
-            Numbering::Restart => {
+            Numbering::Restart { missed } => {
                 if let Some(held) = self.gap_log.allow(mono_ns()) {
                     tracing::warn!(
-                        "event numbers started again at {} (ssdaqd restarted?): a new file \
+                        "event numbers started again at {} (ssdaqd restarted?): a new file; \
+                         {missed} event(s) of the new numbering missed before it \
                          ({held} gap(s) or restarts not logged since the last message)",
                         view.number()
                     );

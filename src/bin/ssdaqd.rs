@@ -210,7 +210,10 @@ fn config(cli: &Cli) -> Result<DaemonConfig, Failure> {
             ),
             (
                 "command_line".to_string(),
-                std::env::args().collect::<Vec<_>>().join(" "),
+                std::env::args_os()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ),
             ("format".to_string(), cli.format.name().to_string()),
         ];

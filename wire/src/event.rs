@@ -116,6 +116,10 @@ pub enum DecodeError {
         pixel: usize,
         value: f64,
     },
+    /// The right length and values, but no event the daemon publishes:
+    /// number 0 (numbers start at 1), no module present, or (v1) a present
+    /// module with no timestamp or a missing one with one.
+    Header(&'static str),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -134,6 +138,10 @@ impl std::fmt::Display for DecodeError {
                 "a message of an event's length whose module {module} pixel {pixel} is {value} mV, \
                  which no readout gives (0..={MV_MAX:.4} mV, or NaN for the whole row of a \
                  missing module): not an event"
+            ),
+            DecodeError::Header(why) => write!(
+                f,
+                "a message of an event's length with {why}, which no ssdaqd publishes: not an event"
             ),
         }
     }
@@ -171,6 +179,9 @@ impl<'a> EventView<'a> {
     /// this with a probability below 2^-2000.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let ev = EventView::parse(bytes)?;
+        if ev.number() == 0 {
+            return Err(DecodeError::Header("event number 0"));
+        }
         for (module, row) in ev.mv_rows().iter().enumerate() {
             let absent = row[0].get().is_nan();
             for (pixel, v) in row.iter().enumerate() {
@@ -187,6 +198,24 @@ impl<'a> EventView<'a> {
                         value,
                     });
                 }
+            }
+        }
+        let present = ev.present_mask();
+        if present == 0 {
+            return Err(DecodeError::Header("no module present"));
+        }
+        if let EventView::V1(w) = ev {
+            for (m, [primary, aux]) in w.timestamps.iter().enumerate() {
+                let stamped = primary.get() != 0;
+                if present & (1 << m) != 0 && !stamped {
+                    return Err(DecodeError::Header("a present module without a timestamp"));
+                }
+                if present & (1 << m) == 0 && (stamped || aux.get() != 0) {
+                    return Err(DecodeError::Header("a missing module with a timestamp"));
+                }
+            }
+            if w.timestamp.get() == 0 {
+                return Err(DecodeError::Header("event timestamp 0"));
             }
         }
         Ok(ev)
@@ -301,10 +330,28 @@ mod tests {
             let w = WireV1::mut_from_bytes(msg).unwrap();
             w.mv[m][p] = F64::new(v);
         };
-        assert!(EventView::decode(&msg).is_ok(), "all zero: a valid event");
+        assert_eq!(
+            EventView::decode(&msg).err(),
+            Some(DecodeError::Header("event number 0")),
+            "all zero bytes"
+        );
+        {
+            let w = WireV1::mut_from_bytes(&mut msg).unwrap();
+            w.event_number = U64::new(1);
+            w.timestamp = U64::new(1_700_000_000_000_000_000);
+            for m in 0..N_MODULES {
+                w.timestamps[m] = [U64::new(1_700_000_000_000_000_000); 2];
+            }
+        }
+        assert!(EventView::decode(&msg).is_ok(), "0 mV, every module: valid");
         for p in 0..N_PIXELS {
             set(&mut msg, 7, p, f64::NAN);
         }
+        assert!(
+            matches!(EventView::decode(&msg), Err(DecodeError::Header(_))),
+            "module 7 missing but stamped"
+        );
+        WireV1::mut_from_bytes(&mut msg).unwrap().timestamps[7] = [U64::new(0); 2];
         set(&mut msg, 3, 5, MV_MAX);
         let ev = EventView::decode(&msg).expect("module 7 missing, a full-scale pixel");
         assert_eq!(ev.present_mask(), !(1 << 7));
@@ -337,5 +384,18 @@ mod tests {
             })
             .collect();
         assert!(EventView::decode(&random).is_err());
+        // Every module missing: no event.
+        let mut none = msg.clone();
+        {
+            let w = WireV1::mut_from_bytes(&mut none).unwrap();
+            for m in 0..N_MODULES {
+                w.mv[m] = [F64::new(f64::NAN); N_PIXELS];
+                w.timestamps[m] = [U64::new(0); 2];
+            }
+        }
+        assert_eq!(
+            EventView::decode(&none).err(),
+            Some(DecodeError::Header("no module present"))
+        );
     }
 }
