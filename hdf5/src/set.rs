@@ -15,6 +15,7 @@
 //!
 //! It holds one open file and a summary; nothing grows with the run.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use ssdaq_wire::event::{EventView, Format};
@@ -71,8 +72,9 @@ enum Naming {
     /// A first file's path: later files `stem.NNNN.ext`.
     File {
         dir: PathBuf,
-        stem: String,
-        ext: String,
+        // The user's bytes: a name need not be UTF-8.
+        stem: OsString,
+        ext: OsString,
     },
 }
 
@@ -134,23 +136,19 @@ impl FileSet {
             return Err(refuse("no such directory".into()));
         } else {
             let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
-            let stem = path
-                .file_stem()
-                .map_or_else(|| "ssdaq".into(), |s| s.to_string_lossy().into_owned());
-            let ext = path
-                .extension()
-                .map_or_else(|| "h5".into(), |s| s.to_string_lossy().into_owned());
+            let stem = path.file_stem().unwrap_or("ssdaq".as_ref()).to_os_string();
+            let ext = path.extension().unwrap_or("h5".as_ref()).to_os_string();
             Naming::File { dir, stem, ext }
         };
         // The names it will use: the first (a name without an extension
         // gets `.h5`) must be free, and the longest must be one the file
         // system takes.
         let (dir, first, longest) = match &naming {
-            Naming::Dir(d) => (d, None, "ssdaq-20261203T120000Z.9999.h5".to_string()),
+            Naming::Dir(d) => (d, None, OsString::from("ssdaq-20261203T120000Z.9999.h5")),
             Naming::File { dir, stem, ext } => (
                 dir,
-                Some(dir.join(format!("{stem}.{ext}"))),
-                format!("{stem}.{MAX_INDEX}.{ext}"),
+                Some(dir.join(numbered(stem, None, ext))),
+                numbered(stem, Some(MAX_INDEX), ext),
             ),
         };
         if let Some(first) = &first
@@ -164,8 +162,9 @@ impl FileSet {
         }
         if longest.len() > NAME_MAX || dir.join(&longest).as_os_str().len() >= PATH_MAX {
             return Err(refuse(format!(
-                "names too long for the file system (a rotated file would be {longest:?}, \
-                 over {NAME_MAX} bytes, or its path over {PATH_MAX})"
+                "names too long for the file system (a rotated file would be {:?}, \
+                 over {NAME_MAX} bytes, or its path over {PATH_MAX})",
+                longest.to_string_lossy()
             )));
         }
         let dir = if dir.as_os_str().is_empty() {
@@ -236,8 +235,9 @@ impl FileSet {
             let p = match &self.naming {
                 Naming::Dir(dir) if index == 0 => dir.join(format!("ssdaq-{stamp}.h5")),
                 Naming::Dir(dir) => dir.join(format!("ssdaq-{stamp}.{index:04}.h5")),
-                Naming::File { dir, stem, ext } if index == 0 => dir.join(format!("{stem}.{ext}")),
-                Naming::File { dir, stem, ext } => dir.join(format!("{stem}.{index:04}.{ext}")),
+                Naming::File { dir, stem, ext } => {
+                    dir.join(numbered(stem, (index > 0).then_some(index), ext))
+                }
             };
             // The user's own first name must be free; any other taken name
             // (another writer's) is passed over. Create (O_EXCL) decides,
@@ -337,6 +337,17 @@ impl FileSet {
     }
 }
 
+/// `stem.ext`, or `stem.NNNN.ext` for file `index`, byte for byte.
+fn numbered(stem: &OsStr, index: Option<u32>, ext: &OsStr) -> OsString {
+    let mut name = stem.to_os_string();
+    if let Some(i) = index {
+        name.push(format!(".{i:04}"));
+    }
+    name.push(".");
+    name.push(ext);
+    name
+}
+
 /// Whether files can be created in `dir`: an empty file is created (never
 /// over another) and removed again, which is the only test that sees
 /// permissions, read-only mounts and the like as the writer will.
@@ -433,6 +444,35 @@ mod tests {
         s.close(t + 1_000_000_000).unwrap();
         let next = ssdaq_wire::utc::stamp(t / 1_000_000_000 + 1);
         assert!(dir.join(format!("ssdaq-{next}.h5")).exists());
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_kept_byte_for_byte() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tmpdir("bytes");
+        let t = 1_764_763_200_000_000_000u64;
+        // 90 bytes of 0xFF: 90 bytes long (not 270 once made UTF-8).
+        let stem = [0xFFu8; 90];
+        let mut name = stem.to_vec();
+        name.extend(b".h5");
+        let mut s = FileSet::new(
+            &dir.join(OsStr::from_bytes(&name)),
+            Options::default(),
+            Limits {
+                max_events: Some(1),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        append(&mut s, 1, t);
+        append(&mut s, 2, t);
+        s.close(t).unwrap();
+        let mut second = stem.to_vec();
+        second.extend(b".0001.h5");
+        for n in [name, second] {
+            assert!(dir.join(OsStr::from_bytes(&n)).exists());
+        }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     }
 
     #[test]

@@ -89,10 +89,15 @@ impl EventListener {
             source,
         };
         let ctx = zmq::Context::new();
-        let sock = ctx.socket(zmq::SUB).map_err(err)?;
+        // XSUB, not SUB: the same subscriber to a PUB, with the
+        // subscription sent as a message (0x01 + topic; libzmq keeps it and
+        // sends it again on a reconnect), and no filtering of what is
+        // already queued here, so an unsubscribe stops the publisher without
+        // dropping what it sent before (`EventListener::unsubscribe`).
+        let sock = ctx.socket(zmq::XSUB).map_err(err)?;
         sock.set_rcvhwm(DEFAULT_RCVHWM).map_err(err)?;
         sock.set_linger(0).map_err(err)?;
-        sock.set_subscribe(b"").map_err(err)?;
+        sock.send(&[1u8][..], 0).map_err(err)?;
         sock.connect(endpoint).map_err(|source| match source {
             zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT => ListenError::Endpoint {
                 endpoint: endpoint.to_string(),
@@ -133,7 +138,7 @@ impl EventListener {
         match self.last_number {
             // No daemon publishes 2^32 events (200 days at the camera's
             // rate) between two a subscriber receives: not its numbering.
-            Some(last) if number > last.saturating_add(MAX_NUMBER_JUMP) => {
+            Some(last) if number >= last.saturating_add(MAX_NUMBER_JUMP) => {
                 return Err(ListenError::Decode(DecodeError::Header(
                     "an event number 2^32 or more ahead of the last",
                 )));
@@ -147,6 +152,19 @@ impl EventListener {
         self.last_number = Some(number);
         self.received += 1;
         Ok(Some(ReceivedEvent { msg }))
+    }
+
+    /// Stops the subscription: the publisher sends nothing more once it
+    /// has seen this, and what it sent before (queued here, in the kernel,
+    /// or in its own queue) still arrives. What a stop that must not lose
+    /// the events already published calls, before reading to the end.
+    pub fn unsubscribe(&mut self) -> Result<(), ListenError> {
+        self.sock
+            .send(&[0u8][..], zmq::DONTWAIT)
+            .map_err(|source| ListenError::Zmq {
+                endpoint: self.endpoint.clone(),
+                source,
+            })
     }
 
     /// The number of the last event received.

@@ -59,13 +59,13 @@ struct Cli {
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// How often "no events" is said while nothing arrives.
 const QUIET_WARNING: Duration = Duration::from_secs(10);
-/// At a stop, events already queued in the socket or on their way are still
-/// written: until none has come for `DRAIN_QUIET` (a live camera's events
-/// come in bursts 40 ms apart, a backlog without pause), or as many as can
-/// have been queued at the stop (the socket's high-water mark and what the
-/// kernel buffers), or for `DRAIN_AT_STOP`; which one ended it is said.
-const DRAIN_QUIET: Duration = Duration::from_millis(10);
-const DRAIN_MAX_EVENTS: u64 = ssdaq::listen::DEFAULT_RCVHWM as u64 + 2_048;
+/// At a stop the writer unsubscribes, so the publisher sends nothing more,
+/// and still writes what was published before: queued in its socket, in
+/// the kernel, or in the publisher's queue. It reads until none has come
+/// for `DRAIN_QUIET` (the publisher has seen the unsubscription within a
+/// millisecond or two on a local link), for at most `DRAIN_AT_STOP`, which
+/// is said if reached.
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
 const DRAIN_AT_STOP: Duration = Duration::from_secs(30);
 
 /// Says `args` on stderr, never failing: a closed terminal or pipe (EPIPE,
@@ -222,10 +222,11 @@ fn run(
     if stopped_by_signal && outcome.is_ok() {
         // What the daemon published before the stop and is already in our
         // socket, or on its way, belongs to the run: written, not dropped.
+        if let Err(e) = listener.unsubscribe() {
+            tracing::warn!("{e}: reading on until the socket is quiet");
+        }
         let (drain_start, mut drained, mut quiet) = (mono_ns(), 0u64, false);
-        while mono_ns() - drain_start < DRAIN_AT_STOP.as_nanos() as u64
-            && drained < DRAIN_MAX_EVENTS
-        {
+        while mono_ns() - drain_start < DRAIN_AT_STOP.as_nanos() as u64 {
             match w.take(&mut listener, DRAIN_QUIET) {
                 Ok(Took::Event) => drained += 1,
                 Ok(Took::NotAnEvent) => {}
@@ -240,11 +241,11 @@ fn run(
             }
         }
         if quiet || outcome.is_err() {
-            say!("stopping: wrote the {drained} event(s) that were queued or on their way");
+            say!("stopping: wrote the {drained} event(s) published before the stop");
         } else {
             say!(
-                "stopping: wrote {drained} event(s) after the stop and events were still \
-                 coming (a live stream, not a backlog); the recording ends at event {}",
+                "stopping: wrote {drained} event(s) in {DRAIN_AT_STOP:?} after the stop and \
+                 events were still coming; the recording ends at event {}",
                 listener.last_number().unwrap_or(0)
             );
         }
