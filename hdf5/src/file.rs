@@ -187,8 +187,6 @@ pub struct EventFile {
     format: Format,
     /// The open handles; None once finished.
     open: Option<Handles>,
-    /// Rows written to the table (its extent).
-    rows: u64,
     /// The rows of the chunk being filled, back to back, from its first
     /// (row `rows - written_in_chunk` of the table); written whole when
     /// full, and rewritten partly filled by a flush that finds rows waiting.
@@ -308,7 +306,6 @@ impl EventFile {
             pending_since_ns: start_ns,
             flushes: 0,
             disk_reserve: opts.disk_reserve,
-            rows: 0,
             chunk: Vec::with_capacity(CHUNK_ROWS * layout.row_len()),
             written_in_chunk: 0,
             room: 0,
@@ -406,11 +403,14 @@ impl EventFile {
             return Err(self.hdf5_err("the file was already closed".into()));
         };
         let free = free_bytes(&self.path);
-        let first = self.rows - self.written_in_chunk as u64;
+        // Rows in the file (the table's extent) are the summary's events.
+        let rows = self.summary.events;
+        let first = rows - self.written_in_chunk as u64;
         // A chunk written before it is full will be written again: it is
-        // given room for its full size (the last full chunk's, or this one's
-        // scaled up, with an eighth to spare), and each rewrite that fits
-        // stays in place. A full chunk, or the last write, takes what it needs.
+        // given room to grow (an eighth more than the last full chunk, or,
+        // in a file's first chunk, twice its size, doubled as it grows), and
+        // each rewrite that fits stays in place. A full chunk, or the last
+        // write, takes what it needs.
         let rows_now = self.chunk.len() / self.layout.row_len();
         let (room, full_len) = (self.room, self.full_len);
         let full = rows_now == CHUNK_ROWS;
@@ -421,52 +421,36 @@ impl EventFile {
                 room
             } else if full || last {
                 n
+            } else if full_len > 0 {
+                (full_len + full_len / 8).max(n)
             } else {
-                // The first chunk of a file has no full size to go by: its
-                // room doubles as it grows (what it leaves behind is at most
-                // its final size), so a short file stays short.
-                if full_len > 0 {
-                    (full_len + full_len / 8).max(n)
-                } else {
-                    (2 * n).max(room * 2)
-                }
+                // No full size to go by: what doubling leaves behind is at
+                // most the final size, so a short file stays short.
+                (2 * n).max(room * 2)
             }
         });
         // What this write adds to the file at most: the chunk as encoded
         // (a rewritten chunk may not reuse its first copy's space).
         let bytes_len = bytes.len();
         let needed = bytes_len as u64 + self.disk_reserve;
-        let written = if free < needed {
-            None
-        } else {
-            Some(h5::write_chunk(
-                &h.table,
-                first,
-                self.rows + unwritten as u64,
-                mask,
-                bytes,
-            ))
-        };
-        match written {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(self.hdf5_err(e)),
-            None => {
-                // Close what is there (its metadata needs far less than the
-                // reserve), and count the rows that do not fit as unwritten.
-                self.chunk
-                    .truncate(self.written_in_chunk * self.layout.row_len());
-                self.facts.truncate(self.written_in_chunk);
-                self.summary.unwritten += unwritten as u64;
-                let _ = self.finish(self.latest_ns);
-                return Err(Error::DiskFull {
-                    path: self.path.clone(),
-                    free,
-                    needed,
-                    rows: self.rows,
-                    unwritten: unwritten as u64,
-                });
-            }
+        if free < needed {
+            // Close what is there (its metadata needs far less than the
+            // reserve), and count the rows that do not fit as unwritten.
+            self.chunk
+                .truncate(self.written_in_chunk * self.layout.row_len());
+            self.facts.truncate(self.written_in_chunk);
+            self.summary.unwritten += unwritten as u64;
+            let _ = self.finish(self.latest_ns);
+            return Err(Error::DiskFull {
+                path: self.path.clone(),
+                free,
+                needed,
+                rows,
+                unwritten: unwritten as u64,
+            });
         }
+        h5::write_chunk(&h.table, first, rows + unwritten as u64, mask, bytes)
+            .map_err(|e| self.hdf5_err(e))?;
         self.room = self.room.max(bytes_len);
         if full && stream_len > 0 {
             self.full_len = stream_len;
@@ -474,7 +458,6 @@ impl EventFile {
         for r in &self.facts[self.written_in_chunk..] {
             self.summary.add(r);
         }
-        self.rows += unwritten as u64;
         self.written_in_chunk += unwritten;
         Ok(())
     }
@@ -496,7 +479,9 @@ impl EventFile {
         let h = self.handles()?;
         // The log row first, so that the flush puts it on disk with the rows.
         self.write_summary(&h.table, now_ns)
-            .and_then(|()| h5::append_flush_log(&h.flush_log, self.flushes, [self.rows, now_ns]))
+            .and_then(|()| {
+                h5::append_flush_log(&h.flush_log, self.flushes, [self.summary.events, now_ns])
+            })
             .and_then(|()| h5::flush(&h.file))
             .map_err(|e| self.hdf5_err(e))?;
         self.flushes += 1;
@@ -505,8 +490,8 @@ impl EventFile {
 
     fn write_summary(&self, t: &Id, now_ns: u64) -> Result<(), String> {
         let s = &self.summary;
-        h5::set_scalar(t, "NROWS", H5T_STD_I64LE, self.rows as i64)?;
-        h5::set_scalar(t, "events_written", H5T_STD_U64LE, self.rows)?;
+        h5::set_scalar(t, "NROWS", H5T_STD_I64LE, s.events as i64)?;
+        h5::set_scalar(t, "events_written", H5T_STD_U64LE, s.events)?;
         h5::set_scalar(
             t,
             "first_event_number",
@@ -555,7 +540,7 @@ impl EventFile {
 
     /// Rows in the file (written chunks; not those pending).
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.summary.events
     }
 
     /// Bytes of the file on disk (as of the last write).
