@@ -8,6 +8,26 @@
 
 use std::time::Duration;
 
+/// `eprintln!` that never panics: a closed stderr (a pipe whose reader
+/// left, a terminal gone) must not turn a run into exit 101, as
+/// `eprintln!`'s panic on EPIPE did in every binary.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics (see [`errln!`](crate::errln)).
+#[macro_export]
+macro_rules! errwrite {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 use crate::builder::{BuilderConfig, Net, Setting, parse_module_set};

@@ -15,14 +15,6 @@ use ssdaq::event::EventView;
 use ssdaq::listen::EventListener;
 use ssdaq::packet::N_MODULES;
 
-/// `eprintln!` that never panics: a closed stderr (a pipe whose reader
-/// left, a terminal gone) must not turn a finished run into exit 101.
-macro_rules! errln {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 #[derive(Parser)]
 #[command(
     name = "ssdaq-listen",
@@ -56,7 +48,7 @@ fn main() {
     let mut listener = match EventListener::connect(&cli.endpoint) {
         Ok(l) => l,
         Err(e) => {
-            errln!("ssdaq-listen: cannot subscribe to {e}");
+            ssdaq::errln!("ssdaq-listen: cannot subscribe to {e}");
             std::process::exit(1);
         }
     };
@@ -78,13 +70,13 @@ fn main() {
                 }
             }
             Ok(None) => {}
-            Err(e) => errln!("ssdaq-listen: {e}"),
+            Err(e) => ssdaq::errln!("ssdaq-listen: {e}"),
         }
         if cli.summary && window.started.elapsed() >= Duration::from_secs(1) {
             let _ = writeln!(out, "{}", window.take(listener.missed()));
         }
         if silence.is_some_and(|s| last_event.elapsed() >= s) {
-            errln!(
+            ssdaq::errln!(
                 "ssdaq-listen: no event from {} for {:.1} s",
                 cli.endpoint,
                 silence.unwrap().as_secs_f64()
@@ -94,7 +86,7 @@ fn main() {
         }
     }
     let _ = out.flush();
-    errln!(
+    ssdaq::errln!(
         "ssdaq-listen: received {} events, missed {}",
         listener.received(),
         listener.missed()

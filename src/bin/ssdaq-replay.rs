@@ -22,21 +22,6 @@ use ssdaq::event::Format;
 use ssdaq::publish::{self, Publisher};
 use ssdaq::replay;
 
-/// `eprintln!` that never panics: a closed stderr (a pipe whose reader
-/// left, a terminal gone) must not turn a finished run into exit 101.
-macro_rules! errln {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-/// `eprint!` that never panics (see `errln!`).
-macro_rules! err {
-    ($($arg:tt)*) => {{
-        let _ = write!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 #[derive(Parser)]
 #[command(
     name = "ssdaq-replay",
@@ -164,11 +149,11 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
-            errln!("ssdaq-replay: {msg}");
+            ssdaq::errln!("ssdaq-replay: {msg}");
             ExitCode::from(2)
         }
         Err(Failure::Run(msg)) => {
-            errln!("ssdaq-replay: {msg}");
+            ssdaq::errln!("ssdaq-replay: {msg}");
             ExitCode::from(1)
         }
     }
@@ -177,7 +162,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), Failure> {
     let (dumps, errors) = dump::open_set(&cli.dumps);
     for e in &errors {
-        errln!("ssdaq-replay: {e}");
+        ssdaq::errln!("ssdaq-replay: {e}");
     }
     if dumps.is_empty() {
         return Err(Failure::Run("nothing could be read".into()));
@@ -265,9 +250,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         if let Err(e) = set.close(sinks.last_arrival_ns) {
             sinks.hdf5_error.get_or_insert(e.to_string());
         }
-        errln!("hdf5: {}", set.summary());
+        ssdaq::errln!("hdf5: {}", set.summary());
         if sinks.hdf5_after_error > 0 {
-            errln!(
+            ssdaq::errln!(
                 "hdf5: {} later event(s) NOT written (no file after the failure)",
                 sinks.hdf5_after_error
             );
@@ -276,12 +261,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     if let Some(e) = sinks.hdf5_error.take() {
         write_error.get_or_insert(e);
     }
-    err!("{stats}");
-    err!("{}", builder.stats());
+    ssdaq::errwrite!("{stats}");
+    ssdaq::errwrite!("{}", builder.stats());
     if let Some(p) = &sinks.publisher {
-        errln!("published: {}", p.stats());
+        ssdaq::errln!("published: {}", p.stats());
     }
-    errln!(
+    ssdaq::errln!(
         "replayed in {elapsed:.2} s: {:.0} MB/s of dump, {:.0} datagrams/s",
         stats.bytes as f64 / elapsed / 1e6,
         stats.records as f64 / elapsed
@@ -336,15 +321,12 @@ fn open_hdf5(
     )
     .map_err(|e| Failure::Usage(format!("--hdf5 {e}")))?;
     set.on_close(|p, s| {
-        use std::io::Write;
-        // Never a panic on a closed stderr in the middle of a file.
-        let _ = writeln!(
-            std::io::stderr(),
+        ssdaq::errln!(
             "hdf5: closed {}: {} event(s), {} missed",
             p.display(),
             s.events,
             s.missed
-        );
+        )
     });
     sinks.hdf5 = Some(set);
     Ok(())
@@ -370,7 +352,7 @@ fn wait_for_subscribers(p: &mut Publisher, n: i64, stop: &AtomicBool) {
     if n <= 0 {
         return;
     }
-    errln!(
+    ssdaq::errln!(
         "ssdaq-replay: waiting for {n} subscriber(s) on {}",
         p.endpoint()
     );

@@ -6,7 +6,7 @@
 //! SIGHUP is ignored (a dropped terminal must not end a recording), and so
 //! is a closed stderr. Built with `--features hdf5`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,12 +68,12 @@ const QUIET_WARNING: Duration = Duration::from_secs(10);
 const DRAIN_QUIET: Duration = Duration::from_millis(50);
 const DRAIN_AT_STOP: Duration = Duration::from_secs(30);
 
-/// Says `args` on stderr, never failing: a closed terminal or pipe (EPIPE,
-/// EIO) must not stop a recording the way `eprintln!`'s panic would.
+/// Says `args` on stderr as ssdaq-write, never failing ([`ssdaq::errln!`]):
+/// a closed terminal or pipe must not stop a recording.
 macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), "ssdaq-write: {}", format_args!($($arg)*));
-    }};
+    ($($arg:tt)*) => {
+        ssdaq::errln!("ssdaq-write: {}", format_args!($($arg)*))
+    };
 }
 
 fn main() -> ExitCode {
@@ -162,7 +162,6 @@ fn run(
     );
     let mut w = Writing {
         set,
-        written: 0,
         bad: 0,
         bad_log: RateLimit::new(1_000_000_000),
         gap_log: RateLimit::new(1_000_000_000),
@@ -182,7 +181,8 @@ fn run(
         match w.take(&mut listener, Duration::from_millis(100)) {
             Ok(Took::Event) => {
                 last_event = mono_ns();
-                if cli.events.is_some_and(|n| w.written >= n) {
+                // Each event received was written (a failure ends the loop).
+                if cli.events.is_some_and(|n| listener.received() >= n) {
                     break;
                 }
             }
@@ -270,8 +270,6 @@ enum Took {
 /// The set being written and what the loop counts.
 struct Writing {
     set: FileSet,
-    /// Events appended since the start.
-    written: u64,
     /// Messages that were not events.
     bad: u64,
     bad_log: RateLimit,
@@ -298,7 +296,6 @@ impl Writing {
             .set
             .append(&view, now_ns())
             .map_err(|e: FileError| e.to_string())?;
-        self.written += 1;
         match told {
             Numbering::InOrder => {}
             Numbering::Gap { missed } => {

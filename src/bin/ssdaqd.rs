@@ -4,7 +4,7 @@
 //! SIGINT/SIGTERM (or `--duration`), print the summary. `--demo` feeds it
 //! from an in-process simulated 32-module camera and prints events.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -263,7 +263,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Run(msg)) => {
-            let _ = writeln!(std::io::stderr(), "ssdaqd: {msg}");
+            ssdaq::errln!("ssdaqd: {msg}");
             ExitCode::from(1)
         }
         Err(Failure::Hurried) => ExitCode::from(EXIT_HURRIED),
@@ -304,7 +304,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     signals_handle.close();
     let _ = signal_thread.join();
     // Never a panic on a closed stderr (a terminal gone, a pipe closed).
-    let _ = write!(std::io::stderr(), "{summary}");
+    ssdaq::errwrite!("{summary}");
     if summary.stage_failed {
         return Err(Failure::Run(
             "stopped because a pipeline stage failed (its panic is logged above)".into(),
@@ -358,10 +358,7 @@ fn on_signals(mut signals: Signals, stop: &AtomicBool, hurry: &AtomicBool, hurri
                 hurry.store(true, Ordering::Relaxed);
             }
             Some(_) => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "ssdaqd: {name} a third time: exiting now, without a summary"
-                );
+                ssdaq::errln!("ssdaqd: {name} a third time: exiting now, without a summary");
                 std::process::exit(i32::from(EXIT_HURRIED));
             }
         }
