@@ -2,8 +2,9 @@
 //!
 //! [`EventListener`] is what a Rust program uses to consume the event stream
 //! (the example `ssdaq-listen` and writers are built on it). It connects a
-//! ZeroMQ SUB socket, subscribes to everything, and decodes each message in
-//! place as wire format v1 or v2 ([`EventView`]). Because event numbers go
+//! ZeroMQ XSUB socket (a SUB that can unsubscribe without dropping what is
+//! queued), subscribes to everything, and checks and decodes each message
+//! in place as wire format v1 or v2 ([`EventView::decode`]). Because event numbers go
 //! 1, 2, 3 … it can tell how many events it missed (a slow subscriber loses
 //! events at its high-water mark; the publisher never waits for it).
 //!
