@@ -550,6 +550,7 @@ fn dump_config(path: PathBuf, info: Vec<(String, String)>) -> DumpConfig {
         chunk_size: DumpConfig::DEFAULT_CHUNK_SIZE,
         info,
         helper_core: None,
+        run: None,
     }
 }
 

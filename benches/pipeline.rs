@@ -747,6 +747,7 @@ fn replay_vs_cat(bytes: u64, trials: usize) -> (u64, f64, f64) {
         chunk_size: 64 << 20,
         info,
         helper_core: None,
+        run: None,
     };
     let mut w = DumpWriter::create(&cfg, stats.clone()).unwrap();
     let (spacing, t0) = (4_000_000u64, 1_700_000_000_000_000_000u64);

@@ -98,6 +98,7 @@ pub fn real_dump(dir: &Path, n: usize) -> Vec<u8> {
         chunk_size: 8 << 20,
         info: BuilderConfig::default().to_pairs(),
         helper_core: None,
+        run: None,
     };
     let mut w = DumpWriter::create(&cfg, Arc::new(DumpStats::default())).unwrap();
     let mut buf = Vec::new();

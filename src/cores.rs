@@ -17,3 +17,28 @@ pub fn pin_current(core: Option<usize>, what: &str) {
         warn!("could not pin {what} to core {id}: running unpinned");
     }
 }
+
+/// Keeps the calling thread off the stages' cores `[a, b]` (when pinned):
+/// it may run on any other core. With no other core it stays where it is.
+pub fn avoid_current(stages: Option<[usize; 2]>) {
+    let Some(stages) = stages else { return };
+    let others: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .filter(|c| !stages.contains(c))
+        .collect();
+    if others.is_empty() {
+        return;
+    }
+    // SAFETY: cpu_set_t is a plain bit set (all-zero is empty); CPU_SET
+    // writes within it for ids below CPU_SETSIZE (checked); the call reads
+    // the set we pass for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in others.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(*c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

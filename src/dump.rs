@@ -140,6 +140,10 @@ pub struct DumpConfig {
     /// Pin both helper threads to this core (ssdaqd: the build core, so
     /// their page-cache work never interrupts the receive core).
     pub helper_core: Option<usize>,
+    /// The run the files are for, started by run control: it goes in their
+    /// names (`ssdaq-run000042-<UTC>.raw` in a directory, `NAME-run000042.raw`
+    /// beside a file), so each run is its own set.
+    pub run: Option<u64>,
 }
 
 impl DumpConfig {
@@ -316,13 +320,14 @@ struct Naming {
 }
 
 impl Naming {
-    fn new(path: &Path, created_ns: u64) -> Naming {
+    fn new(path: &Path, created_ns: u64, run: Option<u64>) -> Naming {
+        let run_tag = run.map(|r| format!("-run{r:06}")).unwrap_or_default();
         if path.is_dir() {
             // Named by the start second; a set already started in that
             // second (a restart, a second daemon) keeps its name and this
             // one is `…Z-1`, `…Z-2` …: a restart never fails on a name.
             let secs = created_ns / 1_000_000_000;
-            let base = format!("ssdaq-{}", ssdaq_wire::utc::stamp(secs));
+            let base = format!("ssdaq{run_tag}-{}", ssdaq_wire::utc::stamp(secs));
             let stem = (0u32..)
                 .map(|k| match k {
                     0 => base.clone(),
@@ -343,7 +348,8 @@ impl Naming {
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "dump".into());
+            .unwrap_or_else(|| "dump".into())
+            + &run_tag;
         let ext = path
             .extension()
             .map(|s| s.to_string_lossy().into_owned())
@@ -728,7 +734,7 @@ impl DumpWriter {
         header[..FILE_HEADER_FIXED].copy_from_slice(fixed.as_bytes());
         header[FILE_HEADER_FIXED..FILE_HEADER_FIXED + info.len()].copy_from_slice(info.as_bytes());
         let plan = FileMaker {
-            naming: Naming::new(&cfg.path, created_ns),
+            naming: Naming::new(&cfg.path, created_ns, cfg.run),
             max_file_size,
             chunk_size,
             header,
@@ -743,7 +749,10 @@ impl DumpWriter {
             ));
         }
         let first = Arc::new(plan.create(0)?);
-        stats.files.store(1, Ordering::Relaxed);
+        // The stats may go on from an earlier writer (run control): files
+        // add up, and this file is not (yet) failed.
+        stats.files.fetch_add(1, Ordering::Relaxed);
+        stats.failed.store(false, Ordering::Relaxed);
         info!("dumping every datagram to {}", first.path.display());
         let (requests, req_rx) = channel();
         let (next_tx, next) = channel();
@@ -1501,7 +1510,7 @@ pub fn open_set(paths: &[PathBuf]) -> (Vec<Dump>, Vec<DumpError>) {
         } else {
             files.push(p.clone());
             if paths.len() == 1 {
-                let naming = Naming::new(p, 0);
+                let naming = Naming::new(p, 0, None);
                 if naming.path(0) == *p {
                     files.extend((1..).map(|i| naming.path(i)).take_while(|q| q.exists()));
                 }
@@ -1541,6 +1550,7 @@ mod tests {
                 ("window_ns".into(), "10000".into()),
             ],
             helper_core: None,
+            run: None,
         }
     }
 
@@ -1626,7 +1636,7 @@ mod tests {
         let base = format!("ssdaq-{}", ssdaq_wire::utc::stamp(secs));
         std::fs::write(dir.join(format!("{base}.raw")), b"").unwrap();
         std::fs::write(dir.join(format!("{base}-1.raw")), b"").unwrap();
-        let n = Naming::new(&dir, secs * 1_000_000_000 + 5);
+        let n = Naming::new(&dir, secs * 1_000_000_000 + 5, None);
         assert_eq!(n.path(0), dir.join(format!("{base}-2.raw")));
         assert_eq!(n.path(1), dir.join(format!("{base}-2.0001.raw")));
         let existing = dir.join(&name);
@@ -1811,7 +1821,7 @@ mod tests {
     fn pages_are_faulted_in_ahead_of_any_writer_position() {
         let dir = tmpdir("populate");
         let plan = FileMaker {
-            naming: Naming::new(&dir.join("p.raw"), 0),
+            naming: Naming::new(&dir.join("p.raw"), 0, None),
             max_file_size: 64 << 20,
             chunk_size: 64 << 20,
             header: vec![0; HEADER_LEN],
@@ -1860,10 +1870,10 @@ mod tests {
     fn a_bare_file_name_names_its_set_the_way_a_reader_finds_it() {
         // `ssdaq-replay run.raw` in the dump's directory must find
         // run.0001.raw, …: the reader compares names built the same way.
-        let n = Naming::new(Path::new("run.raw"), 0);
+        let n = Naming::new(Path::new("run.raw"), 0, None);
         assert_eq!(n.path(0), Path::new("run.raw"));
         assert_eq!(n.path(1), Path::new("run.0001.raw"));
-        let n = Naming::new(Path::new("./d/run.raw"), 0);
+        let n = Naming::new(Path::new("./d/run.raw"), 0, None);
         assert_eq!(n.path(0), Path::new("./d/run.raw"));
         assert_eq!(n.path(12), Path::new("./d/run.0012.raw"));
     }

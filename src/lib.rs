@@ -36,6 +36,7 @@ pub mod cores;
 pub mod dump;
 pub mod event;
 pub mod metrics;
+pub mod ops;
 pub use ssdaq_listener as listen;
 pub use ssdaq_wire::packet;
 pub mod pipeline;

@@ -69,6 +69,64 @@ impl Latency {
     }
 }
 
+/// Upper bounds of the latency buckets exported to Prometheus, ns: 1 µs to
+/// 1 s in 1-2-5 steps.
+pub const BUCKETS_NS: [u64; 19] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+    200_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// A latency histogram in Prometheus's shape: cumulative counts at each
+/// bound of [`BUCKETS_NS`], the count and the sum of everything recorded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Buckets {
+    pub le: [u64; BUCKETS_NS.len()],
+    pub count: u64,
+    pub sum_ns: f64,
+}
+
+impl Latency {
+    /// Everything recorded so far, in Prometheus buckets. Walks the
+    /// histograms' recorded values once (no allocation, no copy).
+    pub fn buckets(&self) -> Buckets {
+        let mut b = Buckets::default();
+        for h in [&self.total, &self.interval] {
+            for v in h.iter_recorded() {
+                let (at, n) = (v.value_iterated_to(), v.count_at_value());
+                b.count += n;
+                b.sum_ns += h.median_equivalent(at) as f64 * n as f64;
+                // The first bound at or above the bucket's lowest value
+                // (a value recorded at a bound counts below it); cumulated below.
+                let low = h.lowest_equivalent(at);
+                if let Some(i) = BUCKETS_NS.iter().position(|&le| low <= le) {
+                    b.le[i] += n;
+                }
+            }
+        }
+        for i in 1..b.le.len() {
+            b.le[i] += b.le[i - 1];
+        }
+        b
+    }
+}
+
 /// p50/p99/p99.9/max of a histogram, in ns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Quantiles {
@@ -326,6 +384,24 @@ mod tests {
         assert!((1_000_000..=1_010_000).contains(&t.max), "{t:?}");
         assert_eq!(l.take_interval().count, 50);
         assert_eq!(l.total().count, 150, "taking an interval loses nothing");
+    }
+
+    #[test]
+    fn prometheus_buckets_are_cumulative_and_count_everything() {
+        let mut l = Latency::new("t");
+        for v in [500, 1_000, 1_500, 40_000, 3_000_000_000] {
+            l.record(v);
+        }
+        let _ = l.take_interval(); // some in the total, some in the interval
+        l.record(700_000_000);
+        let b = l.buckets();
+        assert_eq!(b.count, 6);
+        assert_eq!(b.le[0], 2, "≤1 µs: 500 ns and 1 µs (1 % resolution)");
+        assert_eq!(b.le[1], 3, "≤2 µs");
+        assert_eq!(b.le[5], 4, "≤50 µs");
+        assert_eq!(b.le[18], 5, "≤1 s: all but the 3 s one");
+        assert!(b.le.windows(2).all(|w| w[0] <= w[1]));
+        assert!((b.sum_ns - 3_700_042_000.0).abs() / 3.7e9 < 0.01);
     }
 
     #[test]

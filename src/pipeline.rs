@@ -57,6 +57,8 @@ use crate::clock::{self, since};
 use crate::dump::{DumpConfig, DumpStats, DumpSummary, DumpWriter};
 use crate::event::Format;
 use crate::metrics::{BatchSizes, BatchSummary, Quantiles, RateLimit, StageLatency, human_ns};
+use crate::ops::health::{Changes, Health};
+use crate::ops::{self, Board, Command, Done, RunState, Snapshot};
 use crate::packet::{self, Reject};
 use crate::publish::{BindError, PublishStats, Publisher, Subscription};
 use crate::recv::{self, BATCH, Backend, BufId, IoMode, PacketPool, Receiver, RecvMeta};
@@ -135,6 +137,13 @@ pub struct DaemonConfig {
     pub busy_poll: bool,
     /// Fault injection, for tests: this stage panics on its first batch.
     pub inject_panic: Option<Stage>,
+    /// Serve Prometheus metrics and JSON status over HTTP here.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Take run-control commands on this ZeroMQ REP endpoint.
+    pub control: Option<String>,
+    /// Start without a run: receive and count, record nothing until
+    /// `start-run`.
+    pub start_stopped: bool,
 }
 
 impl Default for DaemonConfig {
@@ -153,6 +162,9 @@ impl Default for DaemonConfig {
             dump: None,
             busy_poll: false,
             inject_panic: None,
+            metrics: None,
+            control: None,
+            start_stopped: false,
         }
     }
 }
@@ -196,6 +208,8 @@ pub enum StartError {
     Publish(BindError),
     Dump(std::io::Error),
     Io(std::io::Error),
+    /// The metrics server or the control endpoint cannot bind.
+    Ops(String),
 }
 
 impl fmt::Display for StartError {
@@ -217,6 +231,7 @@ impl fmt::Display for StartError {
             StartError::Publish(e) => write!(f, "{e}"),
             StartError::Dump(e) => write!(f, "cannot dump: {e}"),
             StartError::Io(e) => write!(f, "cannot set up receiving: {e}"),
+            StartError::Ops(e) => write!(f, "{e}"),
         }
     }
 }
@@ -278,6 +293,11 @@ struct Shared {
     batches: BatchSizes,
     dump: Arc<DumpStats>,
     dumping: bool,
+    /// Snapshots out, run-control commands in.
+    board: Arc<Board>,
+    started_ns: u64,
+    backend: Backend,
+    rcvbuf: usize,
 }
 
 impl Shared {
@@ -339,6 +359,12 @@ struct Assembly {
     status_interval_ns: u64,
     next_subscription_poll_ns: u64,
     span: Span,
+    /// Recording a run, or only counting (`stop-run`).
+    run: RunState,
+    /// Datagrams received while no run was recording.
+    between_runs: u64,
+    health: Health,
+    next_health_ns: u64,
 }
 
 /// When the run's datagrams came and went (CLOCK_REALTIME ns): the
@@ -411,6 +437,11 @@ impl Assembly {
     /// included.
     #[inline]
     fn process(&mut self, pool: &PacketPool, m: &RecvMeta) {
+        if !self.run.running() {
+            // Between runs (`stop-run`): received and counted, not kept.
+            self.between_runs += 1;
+            return;
+        }
         let d = Datagram {
             payload: pool.payload(&m.buf, m.len as usize),
             src: *m.src.ip(),
@@ -495,7 +526,18 @@ impl Assembly {
         }
         self.log_modules();
         self.log_timeline(now);
-        let mut next = self.next_subscription_poll_ns;
+        if let Some(c) = shared.board.take() {
+            self.execute(c, now);
+        }
+        if now >= self.next_health_ns {
+            self.next_health_ns = now + ops::SNAPSHOT_EVERY_NS;
+            let changes = self.health.update(now, &self.builder);
+            self.log_health(changes, now);
+            if shared.board.wanted {
+                shared.board.publish(snapshot(self, shared, now));
+            }
+        }
+        let mut next = self.next_subscription_poll_ns.min(self.next_health_ns);
         if self.status_interval_ns > 0 {
             let due = self.status.at_ns + self.status_interval_ns;
             if now >= due {
@@ -526,25 +568,14 @@ impl Assembly {
         if expected == self.expected_logged {
             return;
         }
-        // A module off the timeline leaves the learned set too, but it is
-        // not silent: that was logged already (`log_timeline`).
-        let off = self.builder.timeline().off();
-        let (joined, left) = (
-            expected & !self.expected_logged,
-            self.expected_logged & !expected & !off,
-        );
+        // A module that leaves the learned set is silent, or off the
+        // timeline: each is logged once by `log_health` / `log_timeline`.
+        let joined = expected & !self.expected_logged;
         if joined != 0 {
             info!(
+                modules = %builder::format_module_set(joined),
                 "modules heard from: {} (now waiting for {})",
                 builder::format_module_set(joined),
-                describe(expected)
-            );
-        }
-        if left != 0 {
-            warn!(
-                "modules with no usable datagram for {}: {} (no longer waited for; now {})",
-                human_ns(self.builder.config().module_timeout_ns),
-                builder::format_module_set(left),
                 describe(expected)
             );
         }
@@ -597,6 +628,100 @@ impl Assembly {
         }
     }
 
+    /// Logs each module's health transitions once: silent past
+    /// `--module-timeout`, heard again, persistently offset, back in line.
+    /// The whole camera falling silent at once (it stopped, or the run
+    /// ended) is one line, not a warning per module.
+    fn log_health(&mut self, c: Changes, now: u64) {
+        let h = self.health.modules();
+        let age = |m: usize| human_ns(now.saturating_sub(h[m].last_heard_ns));
+        let watched = (0..packet::N_MODULES)
+            .filter(|&m| h[m].watched)
+            .fold(0u32, |a, m| a | 1 << m);
+        if c.went_silent != 0 && self.health.silent() == watched && watched.count_ones() > 1 {
+            info!(
+                modules = %builder::format_module_set(c.went_silent),
+                "camera silent: no datagram from any of its {} modules for {} (stopped?)",
+                watched.count_ones(),
+                human_ns(self.builder.config().module_timeout_ns)
+            );
+        } else {
+            for m in (0..packet::N_MODULES).filter(|m| c.went_silent & (1 << m) != 0) {
+                warn!(
+                    module = m,
+                    "module {m}: silent for {} (past --module-timeout {}; no longer waited for)",
+                    age(m),
+                    human_ns(self.builder.config().module_timeout_ns)
+                );
+            }
+        }
+        for m in (0..packet::N_MODULES).filter(|m| c.heard_again & (1 << m) != 0) {
+            info!(module = m, "module {m}: heard again");
+        }
+        for m in (0..packet::N_MODULES).filter(|m| c.went_offset & (1 << m) != 0) {
+            let o = h[m].offset_ns.unwrap_or(0);
+            warn!(
+                module = m,
+                offset_ns = o,
+                "module {m}: its clock is {}{} from the camera's median for 3 s (tolerance {})",
+                if o < 0 { "-" } else { "+" },
+                human_ns(o.unsigned_abs()),
+                human_ns(self.health.tolerance_ns(m))
+            );
+        }
+        for m in (0..packet::N_MODULES).filter(|m| c.back_in_line & (1 << m) != 0) {
+            info!(
+                module = m,
+                "module {m}: its clock agrees with the camera's again"
+            );
+        }
+    }
+
+    /// Carries out a run-control command (from the control thread).
+    fn execute(&mut self, c: Command, now: u64) {
+        let previous = self.run;
+        // Every event of the run before goes out, and its dump is closed.
+        if previous.running() {
+            let (builder, mut sink) = self.sink(None);
+            builder.flush(&mut sink);
+        }
+        let previous_events = self.builder.run_events();
+        let closed = self.dump.take().map(Box::new);
+        let done = match c {
+            Command::StartRun { cfg, dump, done } => {
+                let run = cfg.run_number;
+                self.builder.start_run(*cfg);
+                self.dump = dump.map(|d| *d);
+                self.run = RunState::Running { run, since_ns: now };
+                self.expected_logged = self.builder.expected();
+                self.off_logged = 0;
+                info!(run, "run {run} started (event numbers from 1)");
+                done
+            }
+            Command::StopRun { done } => {
+                self.run = RunState::Stopped {
+                    last_run: previous.number(),
+                    since_ns: now,
+                };
+                done
+            }
+        };
+        if previous.running() {
+            info!(
+                run = previous.number(),
+                "run {} ended: {previous_events} events",
+                previous.number()
+            );
+        }
+        // Published at once, so a status right after the reply shows it.
+        self.next_health_ns = now;
+        let _ = done.try_send(Done {
+            previous,
+            previous_events,
+            closed,
+        });
+    }
+
     /// The end of the run: every pending event out, the dump closed.
     fn flush(&mut self) {
         let (builder, mut sink) = self.sink(None);
@@ -643,11 +768,12 @@ pub struct Daemon {
     shared: Arc<Shared>,
     recv: JoinHandle<()>,
     build: JoinHandle<()>,
-    started_ns: u64,
-    backend: Backend,
     endpoint: String,
     listen: SocketAddrV4,
-    rcvbuf: usize,
+    /// The metrics server and the control endpoint, if asked for.
+    ops: Vec<JoinHandle<()>>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    control_endpoint: Option<String>,
 }
 
 impl DaemonConfig {
@@ -700,6 +826,24 @@ impl Assembly {
             status_interval_ns: cfg.status_interval.as_nanos() as u64,
             next_subscription_poll_ns: now,
             span: Span::default(),
+            run: if cfg.start_stopped {
+                RunState::Stopped {
+                    last_run: cfg.builder.run_number,
+                    since_ns: now,
+                }
+            } else {
+                RunState::Running {
+                    run: cfg.builder.run_number,
+                    since_ns: now,
+                }
+            },
+            between_runs: 0,
+            health: Health::new(
+                cfg.builder.modules.unwrap_or(0),
+                cfg.builder.module_timeout_ns,
+                now,
+            ),
+            next_health_ns: now,
         }
     }
 }
@@ -742,6 +886,19 @@ impl Daemon {
         };
         let now = clock::now_ns();
         let dumping = dump.is_some();
+        let board = Arc::new(Board::new(cfg.metrics.is_some() || cfg.control.is_some()));
+        // Bound before the stages start, so a refusal leaves nothing running.
+        let http = match cfg.metrics {
+            Some(addr) => Some(ops::http::MetricsServer::bind(addr).map_err(StartError::Ops)?),
+            None => None,
+        };
+        let control = match &cfg.control {
+            Some(ep) => Some(
+                ssdaq_listener::control::Server::bind(ep)
+                    .map_err(|e| StartError::Ops(format!("--control: {e}")))?,
+            ),
+            None => None,
+        };
         let assembly = Assembly::new(&cfg, publisher, dump, now);
         let shared = Arc::new(Shared {
             assembly: Mutex::new(assembly),
@@ -756,7 +913,11 @@ impl Daemon {
             recv: RecvCounters::default(),
             batches: BatchSizes::new(BATCH),
             dumping,
-            dump: dump_stats,
+            dump: dump_stats.clone(),
+            board: board.clone(),
+            started_ns: now,
+            backend,
+            rcvbuf,
         });
         let (to_build, from_recv) = rtrb::RingBuffer::<RecvMeta>::new(cfg.buffers);
         let (to_recv, from_build) = rtrb::RingBuffer::<BufId>::new(cfg.buffers);
@@ -792,21 +953,59 @@ impl Daemon {
             })
             .map_err(StartError::Io)?;
         info!(
-            "listening on UDP {listen} ({backend}, receive buffer {} KiB granted of {} KiB asked), \
-             publishing {:?} on {endpoint}",
-            rcvbuf >> 10,
-            cfg.rcvbuf >> 10,
+            "listening on UDP {listen} ({backend}, {}), publishing {:?} on {endpoint}",
+            recv::describe_rcvbuf(cfg.rcvbuf, rcvbuf),
             cfg.format
         );
+        // The ops threads stay off the stages' cores (when pinned and there
+        // are others): a storm of scrapes competes with nothing that receives.
+        let avoid = cfg.cores.map(|(a, b)| [a, b]);
+        let mut ops_threads = Vec::new();
+        let metrics_addr = http.as_ref().map(|h| h.addr());
+        if let Some(h) = http {
+            let (board, stop) = (board.clone(), shared.stop.clone());
+            ops_threads.push(
+                thread::Builder::new()
+                    .name("ssdaq-metrics".into())
+                    .spawn(move || {
+                        crate::cores::avoid_current(avoid);
+                        h.serve(&board, &stop)
+                    })
+                    .map_err(StartError::Io)?,
+            );
+            info!(
+                "metrics: http://{}/metrics (Prometheus), /status (JSON)",
+                metrics_addr.expect("bound")
+            );
+        }
+        let control_endpoint = control.as_ref().map(|c| c.endpoint().to_string());
+        if let Some(server) = control {
+            let ctl = ops::control::Control::new(&cfg, board.clone(), dump_stats);
+            let stop = shared.stop.clone();
+            let ep = server.endpoint().to_string();
+            if !ssdaq_listener::control::is_loopback(&ep) {
+                warn!("control: {ep} takes commands from any host that reaches it");
+            }
+            ops_threads.push(
+                thread::Builder::new()
+                    .name("ssdaq-control".into())
+                    .spawn(move || {
+                        crate::cores::avoid_current(avoid);
+                        ctl.serve(&server, &stop)
+                    })
+                    .map_err(StartError::Io)?,
+            );
+            info!("control: {ep} (ssdaq-ctl --control {ep} status)");
+        }
         Ok(Daemon {
             shared,
             recv,
             build,
-            started_ns: now,
-            backend,
             endpoint,
             listen,
-            rcvbuf,
+            ops: ops_threads,
+            metrics_addr,
+            control_endpoint,
         })
     }
 
@@ -820,7 +1019,17 @@ impl Daemon {
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.shared.backend
+    }
+
+    /// Where `/metrics` is served (`--metrics`; a `:0` port resolved).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The run-control endpoint (`--control`; a `:0` port resolved).
+    pub fn control_endpoint(&self) -> Option<&str> {
+        self.control_endpoint.as_deref()
     }
 
     /// Waits for the stop flag, then for both stages: the build stage
@@ -835,34 +1044,81 @@ impl Daemon {
     pub fn wait(self) -> Summary {
         let _ = self.recv.join();
         let _ = self.build.join();
-        let assembly = self.shared.lock();
-        let r = &self.shared.recv;
-        Summary {
-            stage_failed: self.shared.failed.load(Ordering::Relaxed),
-            elapsed_ns: since(self.started_ns, clock::now_ns()),
-            backend: self.backend,
-            rcvbuf: self.rcvbuf,
-            received: r.datagrams.load(Ordering::Relaxed),
-            received_bytes: r.bytes.load(Ordering::Relaxed),
-            inline_batches: r.inline_batches.load(Ordering::Relaxed),
-            queued_batches: r.queued_batches.load(Ordering::Relaxed),
-            build_bound: r.build_bound.load(Ordering::Relaxed),
-            recv_errors: r.errors.load(Ordering::Relaxed),
-            kernel_drops: r.kernel_drops.load(Ordering::Relaxed),
-            receiver: recv::RecvStats {
-                unusable: r.unusable.load(Ordering::Relaxed),
-                starved: r.starved.load(Ordering::Relaxed),
-                rearms: r.rearms.load(Ordering::Relaxed),
-                unstamped: r.unstamped.load(Ordering::Relaxed),
-            },
-            batches: self.shared.batches.summary(),
-            builder: assembly.builder.stats().clone(),
-            publish: assembly.publisher.stats(),
-            latency: assembly.latency.all().map(|l| (l.name, l.total())).to_vec(),
-            dump: self.shared.dumping.then(|| self.shared.dump.snapshot()),
-            span: assembly.span,
-            cpu_ns: process_cpu_ns(),
+        for t in self.ops {
+            let _ = t.join();
         }
+        let assembly = self.shared.lock();
+        summary(&assembly, &self.shared, clock::now_ns())
+    }
+}
+
+/// Everything counted so far, as the summary prints it.
+fn summary(assembly: &Assembly, shared: &Shared, now: u64) -> Summary {
+    let r = &shared.recv;
+    Summary {
+        stage_failed: shared.failed.load(Ordering::Relaxed),
+        elapsed_ns: since(shared.started_ns, now),
+        backend: shared.backend,
+        rcvbuf: shared.rcvbuf,
+        received: r.datagrams.load(Ordering::Relaxed),
+        received_bytes: r.bytes.load(Ordering::Relaxed),
+        inline_batches: r.inline_batches.load(Ordering::Relaxed),
+        queued_batches: r.queued_batches.load(Ordering::Relaxed),
+        build_bound: r.build_bound.load(Ordering::Relaxed),
+        recv_errors: r.errors.load(Ordering::Relaxed),
+        kernel_drops: r.kernel_drops.load(Ordering::Relaxed),
+        receiver: recv::RecvStats {
+            unusable: r.unusable.load(Ordering::Relaxed),
+            starved: r.starved.load(Ordering::Relaxed),
+            rearms: r.rearms.load(Ordering::Relaxed),
+            unstamped: r.unstamped.load(Ordering::Relaxed),
+        },
+        batches: shared.batches.summary(),
+        builder: assembly.builder.stats().clone(),
+        publish: assembly.publisher.stats(),
+        latency: assembly.latency.all().map(|l| (l.name, l.total())).to_vec(),
+        dump: shared.dumping.then(|| shared.dump.snapshot()),
+        span: assembly.span,
+        cpu_ns: process_cpu_ns(),
+        run: assembly.run,
+        between_runs: assembly.between_runs,
+    }
+}
+
+/// What the ops threads read: the summary's figures and more.
+fn snapshot(a: &Assembly, shared: &Shared, now: u64) -> Snapshot {
+    Snapshot {
+        taken_ns: now,
+        started_ns: shared.started_ns,
+        summary: summary(a, shared, now),
+        latency: a
+            .latency
+            .all()
+            .map(|l| (latency_key(l.name), l.buckets()))
+            .to_vec(),
+        health: *a.health.modules(),
+        run: a.run,
+        run_events: a.builder.run_events(),
+        pending: a.builder.pending(),
+        slots: a.builder.config().slots,
+        expected: a.builder.expected(),
+        waited: a.builder.waited(),
+        dump_path: a.dump.as_ref().and_then(|d| d.path()).map(Into::into),
+        between_runs: a.between_runs,
+        builder: a.builder.config().clone(),
+    }
+}
+
+/// A latency stage's name as a key: `arrival→zmq` is `arrival_to_zmq`.
+pub fn latency_key(name: &str) -> &'static str {
+    match name {
+        "arrival→read" => "arrival_to_read",
+        "arrival→slot" => "arrival_to_slot",
+        "arrival→built" => "arrival_to_built",
+        "arrival→zmq" => "arrival_to_zmq",
+        "partial arrival→zmq" => "partial_arrival_to_zmq",
+        "read→zmq" => "read_to_zmq",
+        _ => "other",
     }
 }
 
@@ -1302,8 +1558,15 @@ fn status_line(assembly: &mut Assembly, shared: &Shared, now: u64) {
     } else {
         String::new()
     };
+    let run = match assembly.run {
+        RunState::Running { run, .. } => format!("run {run}"),
+        RunState::Stopped { last_run, .. } => format!(
+            "NO RUN (stopped after run {last_run}; {} datagrams counted, not recorded)",
+            assembly.between_runs
+        ),
+    };
     info!(
-        "status: {line}{dump} | batch mean {:.1} | latency p50/p99:{stages}",
+        "status: {run} | {line}{dump} | batch mean {:.1} | latency p50/p99:{stages}",
         b.mean
     );
 }
@@ -1335,6 +1598,10 @@ pub struct Summary {
     pub span: Span,
     /// CPU time of the whole process (all threads, user + system).
     pub cpu_ns: u64,
+    /// The run at the end (or at the snapshot).
+    pub run: RunState,
+    /// Datagrams received while no run was recording (`stop-run`).
+    pub between_runs: u64,
 }
 
 /// CPU time used by this process so far, ns.
@@ -1395,6 +1662,16 @@ impl Summary {
     /// The last line of the summary: every figure as `key=value`, for scripts
     /// and the benchmark.
     fn write_stats_line(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stats:")?;
+        for (k, v) in self.figures() {
+            write!(f, " {k}={v}")?;
+        }
+        writeln!(f)
+    }
+
+    /// Every figure by name: the summary's `stats:` line, and the `stats`
+    /// object of `/status`.
+    pub fn figures(&self) -> Vec<(String, u64)> {
         let b = &self.builder;
         let mut kv: Vec<(String, u64)> = vec![
             ("received".into(), self.received),
@@ -1434,6 +1711,9 @@ impl Summary {
             ("last_built_ns".into(), self.span.last_built_ns),
             ("cpu_ns".into(), self.cpu_ns),
             ("elapsed_ns".into(), self.elapsed_ns),
+            ("run_number".into(), self.run.number()),
+            ("run_active".into(), self.run.running() as u64),
+            ("between_runs".into(), self.between_runs),
         ];
         for (name, q) in &self.latency {
             let key = name.replace("partial ", "partial_").replace('→', "_to_");
@@ -1453,12 +1733,9 @@ impl Summary {
                 ("dump_bytes".into(), d.bytes),
                 ("dump_lost".into(), d.lost + d.not_recorded),
                 ("dump_failed".into(), d.failed as u64),
+                ("dump_files".into(), d.files),
             ]);
         }
-        write!(f, "stats:")?;
-        for (k, v) in kv {
-            write!(f, " {k}={v}")?;
-        }
-        writeln!(f)
+        kv
     }
 }

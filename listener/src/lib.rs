@@ -10,6 +10,8 @@
 //!
 //! It owns its socket and nothing else; it never blocks longer than asked.
 
+pub mod control;
+
 use std::fmt;
 use std::time::Duration;
 

@@ -100,11 +100,52 @@ struct Cli {
     /// Feed the daemon from a simulated 32-module camera and print events.
     #[arg(long)]
     demo: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics and JSON on /status:
+    /// a port (on 127.0.0.1) or HOST:PORT (e.g. 0.0.0.0:9187 for any host).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    metrics: Option<SocketAddr>,
+    /// Take run-control commands (ssdaq-ctl) on this ZeroMQ endpoint: a
+    /// port (on 127.0.0.1) or an endpoint, e.g. tcp://127.0.0.1:5600.
+    #[arg(long, value_name = "ENDPOINT", value_parser = parse_control)]
+    control: Option<String>,
+    /// Start without a run: receive and count, record nothing until
+    /// `ssdaq-ctl start-run` (needs --control).
+    #[arg(long, requires = "control")]
+    stopped: bool,
+    /// Log lines as text (colours on a terminal only) or as JSON objects
+    /// (one per line, module numbers as fields).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// Print version.
     #[arg(long, action = ArgAction::Version)]
     version: Option<bool>,
     #[command(flatten)]
     build: BuilderArgs,
+}
+
+/// `--metrics`: a port on loopback, or HOST:PORT.
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("`{s}` is not a port or HOST:PORT, e.g. 9187 or 127.0.0.1:9187"))
+}
+
+/// `--control`: a port on loopback, or a ZeroMQ endpoint.
+fn parse_control(s: &str) -> Result<String, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(format!("tcp://127.0.0.1:{port}"));
+    }
+    if s.contains("://") {
+        return Ok(s.to_string());
+    }
+    Err(format!(
+        "`{s}` is not a port or an endpoint, e.g. 5600 or tcp://127.0.0.1:5600"
+    ))
 }
 
 fn parse_stage(s: &str) -> Result<Stage, String> {
@@ -225,6 +266,7 @@ fn config(cli: &Cli) -> Result<DaemonConfig, Failure> {
             info,
             // Set by the daemon from --cores.
             helper_core: None,
+            run: None,
         }
     });
     Ok(DaemonConfig {
@@ -241,18 +283,24 @@ fn config(cli: &Cli) -> Result<DaemonConfig, Failure> {
         busy_poll: cli.busy_poll,
         inject_panic: cli.inject_panic,
         dump,
+        metrics: cli.metrics,
+        control: cli.control.clone(),
+        start_stopped: cli.stopped,
     })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .log_internal_errors(false)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(cli.verbose)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if cli.log_format == "json" {
+        log.json().with_current_span(false).init();
+    } else {
+        log.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {

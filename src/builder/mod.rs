@@ -398,59 +398,7 @@ impl BuilderConfig {
     }
 }
 
-/// Parses a module set such as `0-31`, `0,2,5-7` into a bit mask.
-pub fn parse_module_set(s: &str) -> Result<u32, String> {
-    let mut mask = 0u32;
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part, part),
-        };
-        let parse = |x: &str| -> Result<usize, String> {
-            x.parse::<usize>()
-                .ok()
-                .filter(|&m| m < N_MODULES)
-                .ok_or_else(|| format!("`{x}` is not a module number 0..31"))
-        };
-        let (a, b) = (parse(a)?, parse(b)?);
-        if a > b {
-            return Err(format!("`{part}` is an empty range"));
-        }
-        for m in a..=b {
-            mask |= 1 << m;
-        }
-    }
-    if mask == 0 {
-        return Err(format!("`{s}` names no module"));
-    }
-    Ok(mask)
-}
-
-/// Formats a module mask compactly, e.g. `0-4,6-31`.
-pub fn format_module_set(mask: u32) -> String {
-    let mut out = String::new();
-    let mut m = 0;
-    while m < N_MODULES {
-        if mask & (1 << m) == 0 {
-            m += 1;
-            continue;
-        }
-        let start = m;
-        while m + 1 < N_MODULES && mask & (1 << (m + 1)) != 0 {
-            m += 1;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == m {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}-{m}"));
-        }
-        m += 1;
-    }
-    if out.is_empty() { "none".into() } else { out }
-}
+pub use ssdaq_wire::packet::{format_module_set, parse_module_set};
 
 /// Why an event was emitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -762,6 +710,35 @@ impl Builder {
     pub fn reset(&mut self) {
         let bufs = std::mem::take(&mut self.bufs);
         *self = Builder::with_bufs(self.cfg.clone(), bufs);
+    }
+
+    /// Starts a new run with the settings `cfg` (its `run_number` goes in
+    /// every event; numbers start again at 1): as [`Builder::reset`], but
+    /// the counters go on, since they count the daemon's life and a
+    /// scraper's counters must never go back. Nothing pending is emitted:
+    /// flush first. Panics if `cfg` does not validate.
+    pub fn start_run(&mut self, cfg: BuilderConfig) {
+        if let Err(e) = cfg.validate() {
+            panic!("invalid builder configuration: {e}");
+        }
+        let stats = std::mem::take(&mut self.stats);
+        let bufs = if cfg.slots == self.cfg.slots {
+            std::mem::take(&mut self.bufs)
+        } else {
+            (0..cfg.slots).map(|_| EventBuf::new_boxed()).collect()
+        };
+        *self = Builder::with_bufs(cfg, bufs);
+        self.stats = stats;
+    }
+
+    /// Events emitted since the run started (the last event number).
+    pub fn run_events(&self) -> u64 {
+        self.next_event - 1
+    }
+
+    /// When module `m`'s last datagram was taken (arrival ns), this run.
+    pub fn last_heard(&self, m: usize) -> Option<u64> {
+        self.modules[m].last_heard_ns
     }
 
     /// [`Builder::new`] with its `cfg.slots` event buffers given. What a

@@ -629,6 +629,41 @@ pub fn bind_udp(addr: SocketAddrV4, rcvbuf: usize) -> io::Result<(UdpSocket, usi
     Ok((socket.into(), granted))
 }
 
+/// Says what receive buffer the kernel granted, in its own units: Linux
+/// doubles the size asked for (the other half pays for its bookkeeping of
+/// each datagram) and `getsockopt` reports the doubled figure, so "128 MiB
+/// granted of 64 MiB asked" read as more than asked. This says both halves.
+pub fn describe_rcvbuf(asked: usize, granted: usize) -> String {
+    let mib = |b: usize| {
+        if b >= 1 << 20 {
+            format!("{} MiB", b >> 20)
+        } else {
+            format!("{} KiB", b >> 10)
+        }
+    };
+    if asked == 0 {
+        return format!(
+            "receive buffer {} as the kernel counts it (the system default)",
+            mib(granted)
+        );
+    }
+    if granted >= asked.saturating_mul(2) {
+        format!(
+            "receive buffer {} as asked ({} as the kernel counts it, doubled for its bookkeeping)",
+            mib(asked),
+            mib(granted)
+        )
+    } else {
+        format!(
+            "receive buffer only {} of the {} asked ({} as the kernel counts it; \
+             raise net.core.rmem_max, or give ssdaqd CAP_NET_ADMIN)",
+            mib(granted / 2),
+            mib(asked),
+            mib(granted)
+        )
+    }
+}
+
 /// The sender of a datagram from the `sockaddr_in` the kernel filled in.
 fn sockaddr_v4(sa: &libc::sockaddr_in) -> SocketAddrV4 {
     SocketAddrV4::new(

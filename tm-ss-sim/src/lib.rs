@@ -37,6 +37,8 @@
 //! Its own cost, paced at the real rate and at 100×, is in
 //! docs/performance.md ("The simulator").
 
+pub mod control;
+
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -1535,6 +1537,7 @@ impl ModuleSim {
 }
 
 /// What every module shares during a run.
+#[derive(Clone, Copy)]
 struct Ctx {
     grid: Grid,
     /// Global frame number of the run's frame 0.
@@ -1581,6 +1584,22 @@ struct Ctx {
 /// cannot be bound, and a kernel without UDP GSO when `gso` is asked for.
 /// Send errors are counted, not returned.
 pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
+    run_live(cfg, stop, None)
+}
+
+/// [`run`], steered while it runs through `live` (`--control`; paced mode
+/// only: a flood refuses it).
+pub fn run_live(
+    cfg: &SimConfig,
+    stop: &AtomicBool,
+    live: Option<&control::Live>,
+) -> io::Result<SimStats> {
+    if live.is_some() && cfg.flood {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a flood cannot be steered (--control is for paced mode)",
+        ));
+    }
     cfg.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut mods = cfg
@@ -1600,7 +1619,15 @@ pub fn run(cfg: &SimConfig, stop: &AtomicBool) -> io::Result<SimStats> {
     if cfg.flood {
         run_flood(cfg, &ctx, &mut mods, stop, started, &mut first_error)?;
     } else {
-        run_paced(cfg, &ctx, &mut mods, &mut foreign, stop, &mut first_error);
+        run_paced(
+            cfg,
+            &ctx,
+            &mut mods,
+            &mut foreign,
+            stop,
+            live,
+            &mut first_error,
+        );
     }
     // Release what is still held back for reordering.
     let values = if cfg.flood {
@@ -1698,8 +1725,13 @@ fn run_paced(
     mods: &mut [ModuleSim],
     foreign: &mut Foreign,
     stop: &AtomicBool,
+    live: Option<&control::Live>,
     first_error: &mut Option<String>,
 ) {
+    let mut steered = Ctx { ..*ctx };
+    let ctx = &mut steered;
+    // The faults the flags set, which the run-time ones add to.
+    let base: Vec<(i64, f64)> = mods.iter().map(|m| (m.plan.skew, m.plan.loss)).collect();
     let values = Values::Paced {
         refresh_ns: cfg.pixel_refresh_ns(),
     };
@@ -1711,15 +1743,32 @@ fn run_paced(
         if cfg.count.is_some_and(|c| f >= c) {
             break;
         }
+        if let Some(rate) = live.and_then(control::Live::take_rate_change) {
+            // A new frame clock from now on: frame f is the next one due
+            // on it, so no frame is sent twice or in the past.
+            ctx.grid = Grid::new(rate, cfg.readouts);
+            ctx.g0 = (ctx.grid.frame_at(now_ns()) + 1).saturating_sub(f);
+        }
         let due = ctx.grid.last_ts(ctx.g0 + f);
         if end_ns.is_some_and(|end| due > end)
             || !sleep_until(due.saturating_add(cfg.send_delay_ns(ctx.g0 + f)), stop)
         {
             break;
         }
-        for m in mods.iter_mut() {
+        for (i, m) in mods.iter_mut().enumerate() {
+            if let Some(l) = live {
+                let module = m.plan.module;
+                if !l.sending(module) {
+                    continue;
+                }
+                m.plan.skew = base[i].0.saturating_add(l.skew(module));
+                m.plan.loss = (base[i].1 + l.loss()).min(1.0);
+            }
             m.plan.frame(f, &mut m.pending, &mut m.stats);
             m.send_pending(ctx, values, first_error);
+            if let Some(l) = live {
+                l.set_sent(m.plan.module, m.stats.sent);
+            }
         }
         // What the first module's datagram looked like: camera-like content.
         foreign.frame(f, mods[0].cache.as_bytes(), first_error);
@@ -2985,7 +3034,7 @@ mod tests {
         }
         assert_eq!(
             stats.corrupt(),
-            stats.modules.iter().map(|m| m.corrupt).sum()
+            stats.modules.iter().map(|m| m.corrupt).sum::<u64>()
         );
         // The same seed, the same faults (the clock's start aside).
         let (again, _) = run(&cfg);

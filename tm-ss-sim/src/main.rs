@@ -90,6 +90,10 @@ struct Cli {
     /// receiver then sees one source for all modules).
     #[arg(long)]
     no_bind: bool,
+    /// Take commands while running on this ZeroMQ endpoint (a port on
+    /// 127.0.0.1, or tcp://HOST:PORT): `tm-ss-sim ctl --control ADDR help`.
+    #[arg(long, value_name = "ADDR", conflicts_with = "flood", value_parser = control_endpoint)]
+    control: Option<String>,
 
     /// drop each datagram with probability P (seeded).
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability, help_heading = "Faults")]
@@ -147,6 +151,58 @@ struct Cli {
     /// from the run's first (repeatable).
     #[arg(long, value_name = "M@T", value_parser = restart, help_heading = "Faults")]
     restart: Vec<(u8, f64)>,
+}
+
+/// `--control`: a port on loopback, or an endpoint.
+fn control_endpoint(s: &str) -> Result<String, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(format!("tcp://127.0.0.1:{port}")),
+        Err(_) if s.contains("://") => Ok(s.to_string()),
+        Err(_) => Err(format!(
+            "`{s}` is not a port or an endpoint like tcp://127.0.0.1:5601"
+        )),
+    }
+}
+
+/// `tm-ss-sim ctl`: one command to a running `tm-ss-sim --control`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tm-ss-sim ctl",
+    about = "Steer a running tm-ss-sim --control ADDR: ping, send on|off [MODULES], rate HZ, get rate|sent|faults, fault skew MODULES NS, fault loss P, fault clear"
+)]
+struct CtlCli {
+    /// The simulator's --control endpoint.
+    #[arg(long, short = 'c', value_name = "ADDR", default_value = "tcp://127.0.0.1:5601", value_parser = control_endpoint)]
+    control: String,
+    /// The command and its arguments.
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn ctl(args: impl Iterator<Item = String>) -> ExitCode {
+    use ssdaq_listener::control::{Request, request};
+    let cli = CtlCli::parse_from(args);
+    let req = Request {
+        command: cli.command[0].clone(),
+        args: cli.command[1..].to_vec(),
+    };
+    match request(&cli.control, &req, Duration::from_secs(5)) {
+        Ok(r) if r["ok"] == true => {
+            println!("{r}");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!(
+                "tm-ss-sim ctl: {}",
+                r["error"].as_str().unwrap_or("refused")
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("tm-ss-sim ctl: {e}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 fn reorder(s: &str) -> Result<(f64, u64), String> {
@@ -312,6 +368,12 @@ fn config(cli: &Cli, target: SocketAddr) -> SimConfig {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("ctl") {
+        let mut args = std::env::args();
+        let exe = args.next().unwrap_or_default();
+        args.next();
+        return ctl(std::iter::once(format!("{exe} ctl")).chain(args));
+    }
     let cli = Cli::parse();
     let host_port = match &cli.target {
         Some(t) => t.clone(),
@@ -371,7 +433,43 @@ fn main() -> ExitCode {
         "tm-ss-sim: {modules} {sources} → {target}, {} readouts/datagram, {mode}",
         cfg.readouts
     );
-    match sim::run(&cfg, &stop) {
+    let live = cli
+        .control
+        .as_ref()
+        .map(|_| Arc::new(sim::control::Live::new(&cfg)));
+    let server = match (&cli.control, &live) {
+        (Some(ep), Some(live)) => match ssdaq_listener::control::Server::bind(ep) {
+            Ok(server) => {
+                eprintln!(
+                    "tm-ss-sim: taking commands on {} (tm-ss-sim ctl --control {} help)",
+                    server.endpoint(),
+                    server.endpoint()
+                );
+                let (live, stop) = (live.clone(), stop.clone());
+                Some(std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if server
+                            .serve_one(Duration::from_millis(100), |r| live.handle(r))
+                            .is_err()
+                        {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }))
+            }
+            Err(e) => {
+                eprintln!("tm-ss-sim: --control: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    let result = sim::run_live(&cfg, &stop, live.as_deref());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = server {
+        let _ = t.join();
+    }
+    match result {
         Ok(stats) => {
             if cfg.faults.any() || stats.send_errors() > 0 {
                 eprintln!("tm-ss-sim: {stats:#}");

@@ -212,6 +212,60 @@ pub fn parse(
     Ok(Packet { module, readouts })
 }
 
+/// Parses a module set such as `0-31`, `0,2,5-7` into a bit mask.
+pub fn parse_module_set(s: &str) -> Result<u32, String> {
+    let mut mask = 0u32;
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |x: &str| -> Result<usize, String> {
+            x.parse::<usize>()
+                .ok()
+                .filter(|&m| m < N_MODULES)
+                .ok_or_else(|| format!("`{x}` is not a module number 0..31"))
+        };
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b {
+            return Err(format!("`{part}` is an empty range"));
+        }
+        for m in a..=b {
+            mask |= 1 << m;
+        }
+    }
+    if mask == 0 {
+        return Err(format!("`{s}` names no module"));
+    }
+    Ok(mask)
+}
+
+/// Formats a module mask compactly, e.g. `0-4,6-31`.
+pub fn format_module_set(mask: u32) -> String {
+    let mut out = String::new();
+    let mut m = 0;
+    while m < N_MODULES {
+        if mask & (1 << m) == 0 {
+            m += 1;
+            continue;
+        }
+        let start = m;
+        while m + 1 < N_MODULES && mask & (1 << (m + 1)) != 0 {
+            m += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == m {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{m}"));
+        }
+        m += 1;
+    }
+    if out.is_empty() { "none".into() } else { out }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
