@@ -1,0 +1,536 @@
+//! Operations with the real binaries: `--metrics` scraped and parsed with
+//! a Prometheus parser, per-module health steered through the simulator's
+//! control, run control with `ssdaq-ctl`, and the alert rules checked by
+//! `promtool`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ssdaq::event::EventView;
+
+/// `GET path` from `addr`: (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let status = r.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = r.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+/// A scrape, parsed by the `prometheus-parse` crate: value by name and labels.
+fn scrape(addr: &str) -> HashMap<String, f64> {
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let s = prometheus_parse::Scrape::parse(lines).expect("the scrape parses");
+    let mut out = HashMap::new();
+    for sample in s.samples {
+        let mut labels: Vec<String> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        labels.sort();
+        let key = if labels.is_empty() {
+            sample.metric.clone()
+        } else {
+            format!("{}{{{}}}", sample.metric, labels.join(","))
+        };
+        let v = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(h) => {
+                // The +Inf bucket holds the count.
+                h.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            _ => continue,
+        };
+        out.insert(key, v);
+    }
+    out
+}
+
+fn metrics_addr(d: &mut Ssdaqd) -> String {
+    let line = d.wait_for("metrics: http://");
+    line.split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn control_endpoint(d: &mut Ssdaqd) -> String {
+    let line = d.wait_for("control: tcp://");
+    line.split("control: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `ssdaq-ctl --control ep ARGS…`: (exit code, stdout, stderr).
+fn ctl(ep: &str, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(bin("ssdaq-ctl"))
+        .args(["--control", ep])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn ctl_json(ep: &str, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = ctl(ep, &a);
+    assert_eq!(code, 0, "ssdaq-ctl {args:?}: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn a_scrape_under_load_parses_and_its_counters_equal_the_summary_at_stop() {
+    let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&mut d);
+    let _sub = d.subscribe();
+    // 8 modules at 20× the camera's rate, with refused and duplicate
+    // datagrams in the mix, while 6 clients scrape as fast as they can.
+    let sim = Command::new(bin("tm-ss-sim"))
+        .args([
+            &d.port.to_string(),
+            "127.0.0.1",
+            "--modules",
+            "8",
+            "--rate",
+            "500",
+        ])
+        .args([
+            "--duration",
+            "2",
+            "--malformed-every",
+            "7",
+            "--duplicate-every",
+            "5",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scrapers: Vec<_> = (0..6)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut n, mut last) = (0u32, 0.0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let m = scrape(&addr);
+                    let r = m["ssdaq_datagrams_received_total"];
+                    assert!(r >= last, "a counter went back: {last} → {r}");
+                    last = r;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let out = sim.wait_with_output().unwrap();
+    let sim_log = String::from_utf8_lossy(&out.stderr).into_owned();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scrapes: u32 = scrapers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(scrapes > 20, "only {scrapes} scrapes");
+    // Settled: nothing pending and two scrapes alike (snapshots are ≤100 ms old).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let a = scrape(&addr);
+        std::thread::sleep(Duration::from_millis(400));
+        let b = scrape(&addr);
+        let same = a["ssdaq_datagrams_received_total"] == b["ssdaq_datagrams_received_total"]
+            && a["ssdaq_events_published_total"] == b["ssdaq_events_published_total"];
+        if same && b["ssdaq_pending_events"] == 0.0 {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "the counters never settled");
+    };
+    // The latency histogram is exported in its buckets.
+    let (status, body) = get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    for le in ["1e-06", "0.001", "1", "+Inf"] {
+        assert!(
+            body.contains(&format!(
+                "ssdaq_latency_seconds_bucket{{stage=\"arrival_to_zmq\",le=\"{le}\"}}"
+            )),
+            "no bucket {le}:\n{body}"
+        );
+    }
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let s = stats_of(&log);
+    let sent: u64 = sim_log
+        .split("sent ")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{sim_log}"));
+    // Scrapes never cost a datagram.
+    assert_eq!(s["kernel_drops"], 0, "{log}");
+    assert!(s["received"] > sent, "sent {sent} + malformed ones: {log}");
+    for (metric, key) in [
+        ("ssdaq_datagrams_received_total", "received"),
+        ("ssdaq_received_bytes_total", "received_bytes"),
+        ("ssdaq_kernel_drops_total", "kernel_drops"),
+        ("ssdaq_datagrams_accepted_total", "accepted"),
+        ("ssdaq_events_complete_total", "complete"),
+        ("ssdaq_events_published_total", "published"),
+        ("ssdaq_subscriber_overflows_total", "hwm_overflows"),
+        ("ssdaq_datagrams_out_of_sync_total", "out_of_sync"),
+        ("ssdaq_clock_steps_total", "clock_steps"),
+        ("ssdaq_run_number", "run_number"),
+        (
+            "ssdaq_latency_seconds_count{stage=arrival_to_slot}",
+            "arrival_to_slot_n",
+        ),
+    ] {
+        let got = m
+            .get(metric)
+            .copied()
+            .unwrap_or_else(|| panic!("no {metric}"));
+        assert_eq!(got, s[key] as f64, "{metric} vs the summary's {key}");
+    }
+    let sum = |prefix: &str| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(sum("ssdaq_datagrams_refused_total{"), s["refused"] as f64);
+    assert!(s["refused"] > 0, "the malformed datagrams are refused");
+    assert_eq!(sum("ssdaq_events_total{"), s["events"] as f64);
+    assert_eq!(
+        m["ssdaq_readouts_total{fate=duplicate}"],
+        s["duplicate"] as f64
+    );
+    assert!(s["duplicate"] > 0);
+    assert_eq!(sum("ssdaq_module_datagrams_total{"), s["accepted"] as f64);
+    for module in 0..8 {
+        assert_eq!(m[&format!("ssdaq_module_healthy{{module={module}}}")], 1.0);
+    }
+    assert!(
+        !m.contains_key("ssdaq_module_healthy{module=8}"),
+        "never heard: no row"
+    );
+}
+
+#[test]
+fn status_json_and_bad_requests_over_http() {
+    let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&mut d);
+    let cam = Camera::new(4, d.port);
+    for f in 0..3 {
+        for m in 0..4 {
+            cam.send(m, f);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = get(&addr, "/status");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["run"]["state"], "running");
+    assert_eq!(v["stats"]["accepted"], 12);
+    assert_eq!(v["modules"].as_array().unwrap().len(), 4);
+    assert_eq!(get(&addr, "/nothing").0, 404);
+    // Garbage on the socket: the server answers the next request all the same.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"\x00\xff garbage\r\n\r\n").unwrap();
+    drop(s);
+    assert_eq!(get(&addr, "/metrics").0, 200);
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// The simulator's `--control` endpoint, from its log line.
+fn start_sim(port: u16, modules: u8, extra: &[&str]) -> (std::process::Child, String) {
+    let mut sim = Command::new(bin("tm-ss-sim"))
+        .args([
+            &port.to_string(),
+            "127.0.0.1",
+            "--modules",
+            &modules.to_string(),
+        ])
+        .args(["--control", "0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sim.stderr.take().unwrap()).lines();
+    let ep = loop {
+        let l = lines
+            .next()
+            .expect("the simulator logs its endpoint")
+            .unwrap();
+        if let Some(rest) = l.split("taking commands on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (sim, ep)
+}
+
+fn sim_ctl(ep: &str, args: &[&str]) -> serde_json::Value {
+    let o = Command::new(bin("tm-ss-sim"))
+        .args(["ctl", "--control", ep])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn module_health(addr: &str, m: u64) -> serde_json::Value {
+    let (_, body) = get(addr, "/status");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["module"] == m)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_module_stopped_through_the_simulator_is_unhealthy_within_its_timeout_and_healthy_after() {
+    let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0", "--module-timeout", "0.5"]);
+    let addr = metrics_addr(&mut d);
+    let (mut sim, ep) = start_sim(d.port, 4, &["--rate", "50"]);
+    d.wait_for("modules heard from");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(module_health(&addr, 2)["healthy"], true);
+    assert_eq!(sim_ctl(&ep, &["send", "off", "2"])["sending"], "0-1,3");
+    let off = Instant::now();
+    let unhealthy = loop {
+        let h = module_health(&addr, 2);
+        if h["healthy"] == false {
+            break off.elapsed();
+        }
+        assert!(off.elapsed() < Duration::from_secs(5), "never unhealthy");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The timeout, the 20 ms between datagrams, one 100 ms snapshot, slack.
+    assert!(
+        unhealthy >= Duration::from_millis(400) && unhealthy < Duration::from_millis(2000),
+        "unhealthy after {unhealthy:?} for a 0.5 s timeout"
+    );
+    let h = module_health(&addr, 2);
+    assert_eq!(h["silent"], true);
+    assert_eq!(module_health(&addr, 1)["healthy"], true, "only module 2");
+    let sent = sim_ctl(&ep, &["get", "sent"]);
+    assert!(sent["sent"]["2"].as_u64().unwrap() < sent["sent"]["1"].as_u64().unwrap());
+    sim_ctl(&ep, &["send", "on", "2"]);
+    let on = Instant::now();
+    while module_health(&addr, 2)["healthy"] != true {
+        assert!(on.elapsed() < Duration::from_secs(3), "never healthy again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Bad commands are refused and change nothing.
+    let o = Command::new(bin("tm-ss-sim"))
+        .args(["ctl", "--control", &ep, "send", "off", "9"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not simulated"));
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(module_health(&addr, 2)["healthy"], true);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(sim.id() as i32, libc::SIGINT) };
+    sim.wait().unwrap();
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(log.matches("module 2: silent for").count(), 1, "{log}");
+    assert_eq!(log.matches("module 2: heard again").count(), 1, "{log}");
+    assert!(!log.contains("module 1: silent"), "{log}");
+}
+
+#[test]
+fn start_run_42_numbers_its_events_opens_a_dump_that_replays_to_exactly_them() {
+    let dir = tmpdir("runctl");
+    let mut d = Ssdaqd::start(&[
+        "--dump",
+        dir.to_str().unwrap(),
+        "--control",
+        "tcp://127.0.0.1:*",
+        "--run-number",
+        "7",
+    ]);
+    let ep = control_endpoint(&mut d);
+    let mut sub = d.subscribe();
+    let cam = Camera::new(32, d.port);
+    let send = |frames: std::ops::Range<u64>| {
+        for f in frames {
+            for m in 0..32 {
+                cam.send(m, f);
+            }
+        }
+    };
+    send(0..3);
+    let before = receive(&mut sub, 30);
+    let r = ctl_json(&ep, &["start-run", "42"]);
+    assert_eq!(r["run"], 42);
+    assert_eq!(r["ended"]["run"], 7);
+    let dump42 = std::path::PathBuf::from(r["dump"].as_str().unwrap());
+    assert!(
+        dump42
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("ssdaq-run000042-"),
+        "{dump42:?}"
+    );
+    // Module 9 loses a frame: a partial event in the run.
+    send(3..5);
+    for m in (0..32).filter(|&m| m != 9) {
+        cam.send(m, 5);
+    }
+    send(6..10);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = ctl_json(&ep, &["stop-run"]);
+    assert_eq!(r["ended"]["run"], 42);
+    assert_eq!(r["ended"]["dump"], dump42.to_str().unwrap());
+    let n42 = r["ended"]["events"].as_u64().unwrap() as usize;
+    // Between runs: received and counted, nothing published or dumped.
+    send(10..13);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = ctl_json(&ep, &["status"]);
+    assert_eq!(status["run"]["state"], "stopped");
+    assert_eq!(status["stats"]["between_runs"], 96);
+    // A second stop-run and nonsense are refused and change nothing.
+    let (code, _, err) = ctl(&ep, &["stop-run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no run is recording"), "{err}");
+    let (code, _, err) = ctl(&ep, &["start-run", "x"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = ctl(&ep, &["set", "slots", "64"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, _) = ctl("tcp://127.0.0.1:1", &["--timeout", "0.3", "status"]);
+    assert_eq!(code, 3, "no daemon there: no reply");
+    let mut live = before;
+    live.extend(receive(&mut sub, n42));
+    assert!(
+        sub.recv(Duration::from_millis(300)).unwrap().is_none(),
+        "nothing published between runs"
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "{log}");
+    let views: Vec<EventView<'_>> = live.iter().map(|b| EventView::decode(b).unwrap()).collect();
+    assert!(views[..30].iter().all(|v| v.run() == Some(7)));
+    let run42 = &views[30..];
+    assert!(run42.iter().all(|v| v.run() == Some(42)));
+    let numbers: Vec<u64> = run42.iter().map(|v| v.number()).collect();
+    assert_eq!(
+        numbers,
+        (1..=n42 as u64).collect::<Vec<_>>(),
+        "numbers from 1"
+    );
+    assert!(run42.iter().any(|v| v.present_mask().count_ones() == 31));
+    // The run's dump replays to exactly the run's events, byte for byte.
+    let out = dir.join("events42.bin");
+    let r = Command::new(bin("ssdaq-replay"))
+        .args([dump42.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let replayed = std::fs::read(&out).unwrap();
+    assert_eq!(replayed, live[30..].concat(), "replay of run 42's dump");
+    // Two files: the first run's and run 42's; nothing of the pause.
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "raw"))
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let promtool = std::env::var("SSDAQ_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/prometheus");
+    for args in [
+        vec!["check", "rules", "ssdaq-alerts.yml"],
+        vec!["test", "rules", "ssdaq-alerts.test.yml"],
+    ] {
+        let o = Command::new(&promtool)
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{promtool}: {e}; install it (Debian: apt-get install prometheus; \
+                     tools/test does as root) or set SSDAQ_PROMTOOL"
+                )
+            });
+        assert!(
+            o.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Every metric the rules use is one ssdaqd exports.
+    let mut d = Ssdaqd::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--dump",
+        tmpdir("rules").to_str().unwrap(),
+    ]);
+    let addr = metrics_addr(&mut d);
+    let cam = Camera::new(2, d.port);
+    cam.send(0, 0);
+    cam.send(1, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, body) = get(&addr, "/metrics");
+    let rules = std::fs::read_to_string(dir.join("ssdaq-alerts.yml")).unwrap();
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("ssdaq_") && word.len() > 6 {
+            assert!(
+                body.contains(&format!("\n{word}")),
+                "{word} is not exported:\n{body}"
+            );
+        }
+    }
+    // promtool lints the exposition too (names, help, types).
+    let mut lint = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let o = lint.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    d.stop();
+}
