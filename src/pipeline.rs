@@ -973,10 +973,11 @@ impl Daemon {
                     })
                     .map_err(StartError::Io)?,
             );
-            info!(
-                "metrics: http://{}/metrics (Prometheus), /status (JSON)",
-                metrics_addr.expect("bound")
-            );
+            let a = metrics_addr.expect("bound");
+            info!("metrics: http://{a}/metrics (Prometheus), /status (JSON)");
+            if !a.ip().is_loopback() {
+                warn!("metrics: {a} answers any host that reaches it (read-only)");
+            }
         }
         let control_endpoint = control.as_ref().map(|c| c.endpoint().to_string());
         if let Some(server) = control {

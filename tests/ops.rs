@@ -503,15 +503,31 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     cam.send(1, 0);
     std::thread::sleep(Duration::from_millis(300));
     let (_, body) = get(&addr, "/metrics");
+    // Every metric the rules and the Grafana dashboard use is one ssdaqd
+    // exports (a histogram's `_bucket` series included).
     let rules = std::fs::read_to_string(dir.join("ssdaq-alerts.yml")).unwrap();
-    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+    let grafana = std::fs::read_to_string(dir.join("../grafana/ssdaq.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&grafana).expect("the dashboard is JSON");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() > 10);
+    let used = rules + &exprs.join("\n");
+    let mut checked = 0;
+    for word in used.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if word.starts_with("ssdaq_") && word.len() > 6 {
             assert!(
                 body.contains(&format!("\n{word}")),
                 "{word} is not exported:\n{body}"
             );
+            checked += 1;
         }
     }
+    assert!(checked > 20);
     // promtool lints the exposition too (names, help, types).
     let mut lint = Command::new(&promtool)
         .args(["check", "metrics"])

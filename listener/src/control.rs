@@ -94,6 +94,18 @@ pub fn error(msg: impl Into<String>) -> Value {
     json!({"ok": false, "error": msg.into()})
 }
 
+/// A control endpoint from the command line: a port (on 127.0.0.1) or a
+/// ZeroMQ endpoint such as `tcp://127.0.0.1:5600` or `ipc:///run/ssdaq`.
+pub fn endpoint_from(s: &str) -> Result<String, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(format!("tcp://127.0.0.1:{port}")),
+        Err(_) if s.contains("://") => Ok(s.to_string()),
+        Err(_) => Err(format!(
+            "`{s}` is not a port or an endpoint, e.g. 5600 or tcp://127.0.0.1:5600"
+        )),
+    }
+}
+
 /// A bound REP socket.
 pub struct Server {
     sock: zmq::Socket,

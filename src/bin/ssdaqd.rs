@@ -106,7 +106,7 @@ struct Cli {
     metrics: Option<SocketAddr>,
     /// Take run-control commands (ssdaq-ctl) on this ZeroMQ endpoint: a
     /// port (on 127.0.0.1) or an endpoint, e.g. tcp://127.0.0.1:5600.
-    #[arg(long, value_name = "ENDPOINT", value_parser = parse_control)]
+    #[arg(long, value_name = "ENDPOINT", value_parser = ssdaq::listen::control::endpoint_from)]
     control: Option<String>,
     /// Start without a run: receive and count, record nothing until
     /// `ssdaq-ctl start-run` (needs --control).
@@ -133,19 +133,6 @@ fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("`{s}` is not a port or HOST:PORT, e.g. 9187 or 127.0.0.1:9187"))
-}
-
-/// `--control`: a port on loopback, or a ZeroMQ endpoint.
-fn parse_control(s: &str) -> Result<String, String> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(format!("tcp://127.0.0.1:{port}"));
-    }
-    if s.contains("://") {
-        return Ok(s.to_string());
-    }
-    Err(format!(
-        "`{s}` is not a port or an endpoint, e.g. 5600 or tcp://127.0.0.1:5600"
-    ))
 }
 
 fn parse_stage(s: &str) -> Result<Stage, String> {

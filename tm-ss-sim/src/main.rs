@@ -92,7 +92,7 @@ struct Cli {
     no_bind: bool,
     /// Take commands while running on this ZeroMQ endpoint (a port on
     /// 127.0.0.1, or tcp://HOST:PORT): `tm-ss-sim ctl --control ADDR help`.
-    #[arg(long, value_name = "ADDR", conflicts_with = "flood", value_parser = control_endpoint)]
+    #[arg(long, value_name = "ADDR", conflicts_with = "flood", value_parser = ssdaq_listener::control::endpoint_from)]
     control: Option<String>,
 
     /// drop each datagram with probability P (seeded).
@@ -153,17 +153,6 @@ struct Cli {
     restart: Vec<(u8, f64)>,
 }
 
-/// `--control`: a port on loopback, or an endpoint.
-fn control_endpoint(s: &str) -> Result<String, String> {
-    match s.parse::<u16>() {
-        Ok(port) => Ok(format!("tcp://127.0.0.1:{port}")),
-        Err(_) if s.contains("://") => Ok(s.to_string()),
-        Err(_) => Err(format!(
-            "`{s}` is not a port or an endpoint like tcp://127.0.0.1:5601"
-        )),
-    }
-}
-
 /// `tm-ss-sim ctl`: one command to a running `tm-ss-sim --control`.
 #[derive(Parser, Debug)]
 #[command(
@@ -172,7 +161,7 @@ fn control_endpoint(s: &str) -> Result<String, String> {
 )]
 struct CtlCli {
     /// The simulator's --control endpoint.
-    #[arg(long, short = 'c', value_name = "ADDR", default_value = "tcp://127.0.0.1:5601", value_parser = control_endpoint)]
+    #[arg(long, short = 'c', value_name = "ADDR", default_value = "tcp://127.0.0.1:5601", value_parser = ssdaq_listener::control::endpoint_from)]
     control: String,
     /// The command and its arguments.
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "COMMAND")]
