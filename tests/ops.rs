@@ -550,3 +550,61 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     );
     d.stop();
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_module_numbers_as_fields() {
+    let mut d = Ssdaqd::start(&[
+        "--log-format",
+        "json",
+        "--module-timeout",
+        "0.3",
+        "--control",
+        "tcp://127.0.0.1:*",
+    ]);
+    let ep = d
+        .wait_for("\"control: tcp://")
+        .split("control: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    // A client that sends and vanishes before the reply blocks nothing.
+    {
+        let ctx = zmq::Context::new();
+        let req = ctx.socket(zmq::REQ).unwrap();
+        req.set_linger(0).unwrap();
+        req.connect(&ep).unwrap();
+        req.send(&b"status"[..], 0).unwrap();
+    }
+    let cam = Camera::new(3, d.port);
+    for m in 0..3 {
+        cam.send(m, 0);
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    for m in 0..2 {
+        cam.send(m, 1);
+    }
+    d.wait_for("module 2: silent");
+    assert_eq!(ctl_json(&ep, &["ping"])["pong"], true);
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let json_lines: Vec<serde_json::Value> = log
+        .lines()
+        .take_while(|l| !l.starts_with("ssdaqd summary"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(json_lines.len() > 3);
+    let silent = json_lines
+        .iter()
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("module 2: silent"))
+        })
+        .expect("the silent warning");
+    assert_eq!(silent["level"], "WARN");
+    assert_eq!(silent["fields"]["module"], 2);
+    assert!(!log.contains("\u{1b}["), "no colours off a terminal");
+}
