@@ -700,3 +700,79 @@ fn a_trickle_of_events_rewrites_the_last_chunk_and_every_value_reads_back() {
         );
     }
 }
+
+#[test]
+fn a_live_file_carries_the_daemons_settings_asked_for_over_its_control_endpoint() {
+    let dir = tmpdir("h5-settings");
+    let file = dir.join("live.h5");
+    let mut d = Ssdaqd::start(&[
+        "--control",
+        "tcp://127.0.0.1:*",
+        "--timeout-ms",
+        "250",
+        "--run-number",
+        "12",
+    ]);
+    let ep = d
+        .wait_for("control: tcp://")
+        .split("control: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let mut w = writer(
+        &[
+            file.to_str().unwrap(),
+            "--sub",
+            &d.endpoint,
+            "--control",
+            &ep,
+        ],
+        &dir.join("w.log"),
+    );
+    d.wait_for("subscriber joined");
+    let cam = Camera::new(4, d.port);
+    for f in 0..5 {
+        for m in 0..4 {
+            cam.send(m, f);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    signal(&w, libc::SIGINT);
+    assert!(wait_exit(&mut w).success());
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let out = run_py(&[
+        "-c",
+        "import sys, h5py; a = h5py.File(sys.argv[1], 'r')['SlowSignal/readout'].attrs; \
+         s = lambda k: a[k].decode() if isinstance(a[k], bytes) else str(a[k]); \
+         print(s('ssdaqd_timeout_ns'), s('ssdaqd_run_at_start'), s('ssdaqd_version')); \
+         print(s('ssdaqd_command_line'))",
+        file.to_str().unwrap(),
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("250000000 12 {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(lines.next().unwrap().contains("--timeout-ms 250"), "{out}");
+    // No daemon there: the recording goes on, and the file says why.
+    let file2 = dir.join("nodaemon.h5");
+    let mut w = writer(
+        &[
+            file2.to_str().unwrap(),
+            "--sub",
+            "tcp://127.0.0.1:1",
+            "--control",
+            "tcp://127.0.0.1:1",
+        ],
+        &dir.join("w2.log"),
+    );
+    std::thread::sleep(Duration::from_millis(3500));
+    signal(&w, libc::SIGINT);
+    assert!(wait_exit(&mut w).success());
+    let wlog = std::fs::read_to_string(dir.join("w2.log")).unwrap();
+    assert!(wlog.contains("will not carry ssdaqd's settings"), "{wlog}");
+}

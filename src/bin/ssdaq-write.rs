@@ -43,6 +43,11 @@ struct Cli {
     /// Run number stored for events that carry none (wire format v2).
     #[arg(long, default_value_t = 0)]
     run_number: u64,
+    /// The daemon's run-control endpoint (its --control): its version,
+    /// command line and builder settings are asked for at the start and
+    /// stored as attributes of every file.
+    #[arg(long, value_name = "ENDPOINT", value_parser = ssdaq::listen::control::endpoint_from)]
+    control: Option<String>,
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     events: Option<u64>,
@@ -76,6 +81,42 @@ macro_rules! say {
     };
 }
 
+/// What the daemon at `ep` says of itself, as `ssdaqd_*` attributes; one
+/// attribute saying why when it does not answer (the recording goes on).
+fn daemon_settings(ep: &str) -> Vec<(String, String)> {
+    use ssdaq::listen::control::{Request, request};
+    let req = Request {
+        command: "status".into(),
+        args: Vec::new(),
+    };
+    let v = match request(ep, &req, Duration::from_secs(3)) {
+        Ok(v) if v["ok"] == true => v,
+        Ok(v) => {
+            let why = format!("{ep} refused status: {}", v["error"]);
+            say!("{why}; the files will not carry ssdaqd's settings");
+            return vec![("ssdaqd_settings".into(), format!("unknown: {why}"))];
+        }
+        Err(e) => {
+            say!("{e}; the files will not carry ssdaqd's settings");
+            return vec![("ssdaqd_settings".into(), format!("unknown: {e}"))];
+        }
+    };
+    let text = |x: &ssdaq::listen::control::Value| match x.as_str() {
+        Some(s) => s.to_string(),
+        None => x.to_string(),
+    };
+    let mut out = vec![
+        ("ssdaqd_version".to_string(), text(&v["version"])),
+        ("ssdaqd_command_line".to_string(), text(&v["command_line"])),
+        ("ssdaqd_backend".to_string(), text(&v["backend"])),
+        ("ssdaqd_run_at_start".to_string(), text(&v["run"]["number"])),
+    ];
+    if let Some(b) = v["builder"].as_object() {
+        out.extend(b.iter().map(|(k, x)| (format!("ssdaqd_{k}"), text(x))));
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -84,7 +125,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-    let attrs = vec![
+    let mut attrs = vec![
         (
             "ssdaq_source".to_string(),
             format!("ssdaqd events from {}", cli.endpoint),
@@ -98,6 +139,9 @@ fn main() -> ExitCode {
                 .join(" "),
         ),
     ];
+    if let Some(ep) = &cli.control {
+        attrs.extend(daemon_settings(ep));
+    }
     let set = match FileSet::new(
         &cli.path,
         cli.hdf5.options(cli.run_number, attrs),

@@ -668,6 +668,10 @@ pub fn status_json(s: &Snapshot) -> Value {
         .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "command_line": std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
         "taken_ns": s.taken_ns,
         "uptime_s": s.taken_ns.saturating_sub(s.started_ns) as f64 / 1e9,
         "backend": sum.backend.name(),
