@@ -33,6 +33,10 @@
 //! `SSDAQ_BENCH_BASELINE=path/to/ssdaqd` adds this build against that one
 //! (capacity, latency), each trial between two of the other's;
 //! `SSDAQ_BENCH_ONLY=baseline` runs only that.
+//!
+//! `SSDAQ_BENCH_ONLY=metrics`: the drain with `--metrics` and 8 clients
+//! scraping `/metrics` as fast as they can, each trial between two drains
+//! without (docs/operations.md).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -107,6 +111,30 @@ fn main() {
     );
     let started = Instant::now();
     let mut t = Table::default();
+    if std::env::var("SSDAQ_BENCH_ONLY").as_deref() == Ok("metrics") {
+        let mut scrapes = Vec::new();
+        let pair = Pair::measure(
+            plan.trials,
+            || daemon_drain(plan.drain_n, &["--io", "uring"], None, false).rate,
+            |_| {
+                let (d, n) = scraped_drain(plan.drain_n, 8);
+                scrapes.push(n as f64);
+                d.rate
+            },
+        );
+        println!(
+            "capacity under scrapes: without {:.3} Mpps, with --metrics and 8 scrapers {:.3} Mpps \
+             ({:.0} scrapes per drain), ratio {:.2} (per trial {})",
+            pair.bare() / 1e6,
+            pair.daemon() / 1e6,
+            median(&scrapes),
+            pair.ratio(),
+            pair.trials()
+        );
+        println!("RESULT scraped_drain_ratio={:.3}", pair.ratio());
+        println!("bench took {:.0} s", started.elapsed().as_secs_f64());
+        return;
+    }
     if std::env::var("SSDAQ_BENCH_ONLY").as_deref() == Ok("baseline") {
         // Just the comparison against another build, with the full trials.
         let base = std::env::var_os("SSDAQ_BENCH_BASELINE")
@@ -475,6 +503,94 @@ fn daemon_drain_of(exe: &Path, n: u64, args: &[&str], dump: Option<&Path>, warm:
         cpu_ns_per_datagram: cpu as f64 / n as f64,
         build_bound: s["build_bound"],
     }
+}
+
+/// [`daemon_drain`] with `--metrics` while `scrapers` clients scrape
+/// `/metrics` in a loop from before the daemon resumes until it is idle.
+/// (The drain, and how many scrapes were answered.)
+fn scraped_drain(n: u64, scrapers: usize) -> (Drain, u64) {
+    use std::io::{Read, Write};
+    let mut cmd = Ssdaqd::command_of(&bin("ssdaqd"), &["--modules", "0-31", "--io", "uring"]);
+    cmd.args([
+        "--cores",
+        "0,1",
+        "--rcvbuf",
+        RCVBUF,
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .args(DRAIN_TIMEOUTS);
+    let mut d = Ssdaqd::spawn(cmd);
+    let line = d.wait_for("metrics: http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    d.signal(libc::SIGSTOP);
+    flood(d.port, n);
+    std::thread::sleep(Duration::from_millis(50));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..scrapers)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                        continue;
+                    };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+                    let mut body = Vec::new();
+                    if s.read_to_end(&mut body).is_ok() && body.starts_with(b"HTTP/1.") {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let cpu0 = d.cpu_ns();
+    d.signal(libc::SIGCONT);
+    // Scraped until every datagram is built (the scrapes keep it from idling).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let Ok(mut c) = std::net::TcpStream::connect(&addr) else {
+            continue;
+        };
+        let _ = c.write_all(b"GET /status HTTP/1.0\r\n\r\n");
+        let mut r = String::new();
+        let _ = c.read_to_string(&mut r);
+        let v: serde_json::Value = r
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        if v["stats"]["accepted"].as_u64().unwrap_or(0) >= n && v["pending"] == 0 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let scrapes = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    d.wait_idle();
+    let cpu = d.cpu_ns() - cpu0;
+    let s = d.stop_stats();
+    check_no_loss(&s, n, false);
+    let first = figure(&s, &["first_built_ns", "first_arrival_ns"]);
+    let span = (s["last_built_ns"] - first) as f64 / 1e9;
+    (
+        Drain {
+            rate: n as f64 / span,
+            cpu_ns_per_datagram: cpu as f64 / n as f64,
+            build_bound: s["build_bound"],
+        },
+        scrapes,
+    )
 }
 
 /// Where the dump trials write: `SSDAQ_BENCH_DUMP_DIR` (to measure the disk
