@@ -608,3 +608,82 @@ fn json_logs_are_one_object_per_line_with_module_numbers_as_fields() {
     assert_eq!(silent["fields"]["module"], 2);
     assert!(!log.contains("\u{1b}["), "no colours off a terminal");
 }
+
+#[test]
+fn ssdaq_top_renders_the_camera_and_its_rate_in_80_by_24_under_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed (Debian: apt-get install tmux; tools/test does as root)");
+    }
+    let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&mut d);
+    // 32 modules, one dead, at twice the camera's rate.
+    let mut sim = Command::new(bin("tm-ss-sim"))
+        .args([
+            &d.port.to_string(),
+            "127.0.0.1",
+            "--modules",
+            "32",
+            "--rate",
+            "50",
+        ])
+        .args(["--dead-module", "5", "--duration", "20"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let session = format!("ssdaq-top-{}", std::process::id());
+    let top = format!("{} http://{addr}", bin("ssdaq-top").display());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    let o = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &top,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Two fetches a second apart give the rates; wait for them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let screen = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let o = tmux(&["capture-pane", "-p", "-t", &session]);
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        if s.contains("datagrams ") && !s.contains("datagrams -") && s.contains("31 modules heard")
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ssdaq-top never showed the camera:\n{s}"
+        );
+    };
+    tmux(&["send-keys", "-t", &session, "q"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let still = tmux(&["has-session", "-t", &session]).status.success();
+    tmux(&["kill-session", "-t", &session]);
+    let _ = sim.kill();
+    let _ = sim.wait();
+    d.stop();
+    assert!(!still, "q quits");
+    assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
+    assert!(
+        screen.contains("camera: 31 modules heard, 31 healthy"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(" 5 ·"),
+        "module 5 shown as never heard:\n{screen}"
+    );
+    let rate: f64 = screen
+        .split("datagrams ")
+        .nth(1)
+        .and_then(|x| x.split("/s").next())
+        .and_then(|x| x.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{screen}"));
+    // 31 modules × 50 datagrams/s (the first second's rate may lag a little).
+    assert!((800.0..2300.0).contains(&rate), "rate {rate}:\n{screen}");
+    assert!(screen.contains("run 0 running"), "{screen}");
+}
