@@ -71,7 +71,7 @@ fn fetch(hp: &str) -> Result<Value, String> {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or(format!("{hp}: not an HTTP reply"))?;
-    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
         return Err(format!("{hp}: {}", head.lines().next().unwrap_or("")));
     }
     serde_json::from_str(body).map_err(|e| format!("{hp}: /status is not JSON ({e})"))
@@ -239,8 +239,8 @@ fn draw(f: &mut ratatui::Frame, v: &View, url: &str) {
     let mut rows = Vec::new();
     for row in 0..4 {
         let mut spans = Vec::new();
-        for m in row * 8..row * 8 + 8 {
-            let (label, style) = match by_module[m] {
+        for (m, entry) in by_module.iter().enumerate().skip(row * 8).take(8) {
+            let (label, style) = match entry {
                 None => (format!("{m:>2} ·  "), Style::default().fg(Color::DarkGray)),
                 Some(x) => {
                     let state = if x["silent"] == true {
