@@ -43,3 +43,4 @@ pub mod pipeline;
 pub mod publish;
 pub mod recv;
 pub mod replay;
+pub mod view;

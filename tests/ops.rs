@@ -687,3 +687,45 @@ fn ssdaq_top_renders_the_camera_and_its_rate_in_80_by_24_under_tmux() {
     assert!((800.0..2300.0).contains(&rate), "rate {rate}:\n{screen}");
     assert!(screen.contains("run 0 running"), "{screen}");
 }
+
+#[test]
+fn ssdaq_listen_camera_draws_the_image_with_the_dead_module_marked() {
+    let mut d = Ssdaqd::start(&[]);
+    let ep = d.endpoint.clone();
+    let listen = Command::new(bin("ssdaq-listen"))
+        .args([&ep, "--camera", "-n", "3", "--timeout", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_for("subscriber joined");
+    let cam = Camera::new(32, d.port);
+    for f in 0..3 {
+        for m in (0..32).filter(|&m| m != 5) {
+            cam.send(m, f);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = listen.wait_with_output().unwrap();
+    d.stop();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frame = text.rsplit("\x1b[H").next().unwrap();
+    assert_eq!(frame.lines().count(), 24, "{frame}");
+    assert!(frame.contains("missing 5"), "{frame}");
+    assert!(frame.contains("modules 31/32"), "{frame}");
+    // Module 5 (grid row 1, column 1: cells 8..16 of lines 4..8) is grey
+    // with its number; the others are drawn in true colour.
+    let mut plain = String::new();
+    let mut esc = false;
+    for ch in frame.chars() {
+        match (esc, ch) {
+            (false, '\x1b') => esc = true,
+            (true, c) if c.is_ascii_alphabetic() => esc = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
+        }
+    }
+    assert!(plain.lines().nth(5).unwrap().contains("▀ x5 ▀"), "{plain}");
+    assert!(frame.matches("\x1b[38;2;").count() > 1000);
+    assert!(frame.contains("placement: default"));
+}

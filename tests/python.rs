@@ -208,3 +208,16 @@ mod serde_like {
         }
     }
 }
+
+#[test]
+fn the_rust_and_python_camera_geometries_are_the_same_facts() {
+    use ssdaq_wire::geometry::{MODULE_POSITIONS, SSL2COLROW};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/python/ssdaq_tools/camera_geometry.json");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let positions: Vec<[u8; 2]> = serde_json::from_value(g["module_positions"].clone()).unwrap();
+    let colrow: Vec<u8> = serde_json::from_value(g["ssl2colrow"].clone()).unwrap();
+    assert_eq!(positions, MODULE_POSITIONS.to_vec());
+    assert_eq!(colrow, SSL2COLROW.to_vec());
+}

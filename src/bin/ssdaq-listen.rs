@@ -37,7 +37,30 @@ struct Cli {
     /// Print rates and completeness once a second instead of every event.
     #[arg(long)]
     summary: bool,
+    /// Draw the latest event as a camera image in the terminal (48 × 24
+    /// character cells, true colour), at most 5 times a second.
+    #[arg(long, conflicts_with = "summary")]
+    camera: bool,
+    /// The colour scale's range in mV for --camera, e.g. 0:1200 (default:
+    /// each event's own range).
+    #[arg(long, value_name = "LO:HI", value_parser = mv_range, requires = "camera")]
+    range: Option<(f64, f64)>,
 }
+
+fn mv_range(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("`{s}` is not a range LO:HI in mV, e.g. 0:1200");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let (a, b): (f64, f64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    (a.is_finite() && b.is_finite() && a < b)
+        .then_some((a, b))
+        .ok_or_else(bad)
+}
+
+/// Frames of `--camera` at most this often (it decimates, never queues).
+const CAMERA_EVERY: Duration = Duration::from_millis(200);
 
 fn main() {
     let cli = Cli::parse();
@@ -58,12 +81,27 @@ fn main() {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut status = 0;
+    let mut next_frame = Instant::now();
+    if cli.camera {
+        let _ = write!(out, "\x1b[2J");
+    }
     while !stop.load(Ordering::Relaxed) && cli.count.is_none_or(|n| listener.received() < n) {
         match listener.recv(Duration::from_millis(100)) {
             Ok(Some(ev)) => {
                 last_event = Instant::now();
                 let v = ev.view();
-                if cli.summary {
+                if cli.camera {
+                    if Instant::now() >= next_frame {
+                        next_frame = Instant::now() + CAMERA_EVERY;
+                        let frame = ssdaq::view::camera_ansi(&v, cli.range);
+                        if write!(out, "\x1b[H{frame}")
+                            .and_then(|()| out.flush())
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                } else if cli.summary {
                     window.add(&v);
                 } else if print_event(&mut out, &v, cli.module as usize).is_err() {
                     break; // stdout closed (e.g. piped into head)

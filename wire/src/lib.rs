@@ -19,5 +19,6 @@ compile_error!("ssdaq-wire assumes a little-endian host");
 
 pub mod adc;
 pub mod event;
+pub mod geometry;
 pub mod packet;
 pub mod utc;
