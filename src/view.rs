@@ -1,5 +1,5 @@
 //! Pictures of an event: the camera image in a terminal (`ssdaq-listen
-//! --camera`).
+//! --camera`), and the status client `ssdaq-top` and `ssdaq-view` share.
 //!
 //! This module owns how values become colours (a perceptual blue → green →
 //! yellow scale over the event's range, or a fixed one) and how the 48 × 48
@@ -10,6 +10,11 @@
 //! blank. It draws; it never receives.
 
 use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::builder::format_module_set;
 use crate::event::EventView;
@@ -145,6 +150,51 @@ pub fn camera_ansi(v: &EventView<'_>, fixed: Option<(f64, f64)>) -> String {
     out
 }
 
+/// `host:port` of a URL like `http://127.0.0.1:9187/…`, `127.0.0.1:9187` or `9187`.
+pub fn host_port(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    if url.starts_with("https://") {
+        return Err(format!("{url}: ssdaqd serves plain http"));
+    }
+    let hp = rest.split('/').next().unwrap_or("");
+    if let Ok(port) = hp.parse::<u16>() {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    if hp
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
+        Ok(hp.to_string())
+    } else {
+        Err(format!(
+            "`{url}` is not an address like http://127.0.0.1:9187"
+        ))
+    }
+}
+
+/// `GET /status` from `hp` (a daemon's `--metrics` address): the JSON, or
+/// why not, in words a person can act on.
+pub fn fetch_status(hp: &str) -> Result<Value, String> {
+    let mut s = TcpStream::connect(hp)
+        .map_err(|e| format!("{hp}: {e} (is ssdaqd running with --metrics {hp}?)"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET /status HTTP/1.0\r\nHost: {hp}\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut r = Vec::new();
+    s.take(16 << 20)
+        .read_to_end(&mut r)
+        .map_err(|e| format!("{hp}: {e}"))?;
+    let text = String::from_utf8_lossy(&r);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or(format!("{hp}: not an HTTP reply"))?;
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("{hp}: {}", head.lines().next().unwrap_or("")));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{hp}: /status is not JSON ({e})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +205,18 @@ mod tests {
         assert_eq!(colour(10.0, 0.0, 10.0), SCALE[5]);
         assert_eq!(colour(99.0, 0.0, 10.0), SCALE[5], "clamped");
         assert_eq!(colour(f64::NAN, 0.0, 10.0), SCALE[0]);
+    }
+
+    #[test]
+    fn urls_ports_and_bad_addresses() {
+        assert_eq!(
+            host_port("http://127.0.0.1:9187").unwrap(),
+            "127.0.0.1:9187"
+        );
+        assert_eq!(host_port("http://daq:9187/metrics").unwrap(), "daq:9187");
+        assert_eq!(host_port("9187").unwrap(), "127.0.0.1:9187");
+        for bad in ["", "http://", "https://x:1", "x", "x:y", ":1"] {
+            assert!(host_port(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,8 +4,6 @@
 //! Thin: fetch `/status` once a second ([`fetch`]), compute rates from two
 //! fetches, draw ([`draw`]) with ratatui. `q` or Esc quits. Fits 80 × 24.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -31,50 +29,6 @@ struct Cli {
     /// Seconds between refreshes.
     #[arg(long, default_value = "1", value_parser = ssdaq::cli::seconds)]
     every: Duration,
-}
-
-/// `host:port` of a URL like `http://127.0.0.1:9187/…`, `127.0.0.1:9187` or `9187`.
-fn host_port(url: &str) -> Result<String, String> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    if url.starts_with("https://") {
-        return Err(format!("{url}: ssdaqd serves plain http"));
-    }
-    let hp = rest.split('/').next().unwrap_or("");
-    if let Ok(port) = hp.parse::<u16>() {
-        return Ok(format!("127.0.0.1:{port}"));
-    }
-    if hp
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-    {
-        Ok(hp.to_string())
-    } else {
-        Err(format!(
-            "`{url}` is not an address like http://127.0.0.1:9187"
-        ))
-    }
-}
-
-/// `GET /status` from `hp`: the JSON, or why not.
-fn fetch(hp: &str) -> Result<Value, String> {
-    let mut s = TcpStream::connect(hp)
-        .map_err(|e| format!("{hp}: {e} (is ssdaqd running with --metrics {hp}?)"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(format!("GET /status HTTP/1.0\r\nHost: {hp}\r\n\r\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut r = Vec::new();
-    s.take(16 << 20)
-        .read_to_end(&mut r)
-        .map_err(|e| format!("{hp}: {e}"))?;
-    let text = String::from_utf8_lossy(&r);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or(format!("{hp}: not an HTTP reply"))?;
-    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("{hp}: {}", head.lines().next().unwrap_or("")));
-    }
-    serde_json::from_str(body).map_err(|e| format!("{hp}: /status is not JSON ({e})"))
 }
 
 /// Two fetches a refresh apart.
@@ -282,7 +236,7 @@ fn draw(f: &mut ratatui::Frame, v: &View, url: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let hp = match host_port(&cli.url) {
+    let hp = match ssdaq::view::host_port(&cli.url) {
         Ok(hp) => hp,
         Err(e) => {
             ssdaq::errln!("ssdaq-top: {e}");
@@ -299,7 +253,7 @@ fn main() -> ExitCode {
     let result = loop {
         if Instant::now() >= next {
             next = Instant::now() + cli.every;
-            match fetch(&hp) {
+            match ssdaq::view::fetch_status(&hp) {
                 Ok(s) => {
                     view.before = view.now.take();
                     view.now = Some((Instant::now(), s));
@@ -335,24 +289,6 @@ fn main() -> ExitCode {
         Err(e) => {
             ssdaq::errln!("ssdaq-top: {e}");
             ExitCode::from(1)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_ports_and_bad_addresses() {
-        assert_eq!(
-            host_port("http://127.0.0.1:9187").unwrap(),
-            "127.0.0.1:9187"
-        );
-        assert_eq!(host_port("http://daq:9187/metrics").unwrap(), "daq:9187");
-        assert_eq!(host_port("9187").unwrap(), "127.0.0.1:9187");
-        for bad in ["", "http://", "https://x:1", "x", "x:y", ":1"] {
-            assert!(host_port(bad).is_err(), "{bad}");
         }
     }
 }
