@@ -729,3 +729,53 @@ fn ssdaq_listen_camera_draws_the_image_with_the_dead_module_marked() {
     assert!(frame.matches("\x1b[38;2;").count() > 1000);
     assert!(frame.contains("placement: default"));
 }
+
+#[test]
+fn a_drain_under_a_storm_of_scrapes_loses_nothing() {
+    let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0", "--modules", "0-31"]);
+    let addr = metrics_addr(&mut d);
+    // A stalled daemon, 16 000 datagrams waiting in its socket.
+    d.signal(libc::SIGSTOP);
+    let sim = Command::new(bin("tm-ss-sim"))
+        .args([
+            &d.port.to_string(),
+            "127.0.0.1",
+            "--modules",
+            "32",
+            "--flood",
+        ])
+        .args(["--count", "500"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(sim.success());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scrapers: Vec<_> = (0..6)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    scrape(&addr);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    d.signal(libc::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while scrape(&addr)["ssdaq_datagrams_accepted_total"] < 16_000.0 {
+        assert!(Instant::now() < deadline, "the drain never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n: u32 = scrapers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(n > 6, "{n} scrapes");
+    let s = d.stop_stats();
+    assert_eq!(
+        (s["received"], s["accepted"], s["kernel_drops"]),
+        (16_000, 16_000, 0)
+    );
+}
