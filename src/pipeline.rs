@@ -365,7 +365,15 @@ struct Assembly {
     between_runs: u64,
     health: Health,
     next_health_ns: u64,
+    /// Modules gone silent, not yet logged ([`SILENCE_GROUPING_NS`]).
+    silence_pending: u32,
+    silence_since: u64,
+    started_ns: u64,
 }
+
+/// How long the silence of some modules waits to be logged: if the whole
+/// camera falls silent meanwhile, it is one line.
+const SILENCE_GROUPING_NS: u64 = 500_000_000;
 
 /// When the run's datagrams came and went (CLOCK_REALTIME ns): the
 /// benchmark derives throughput from it.
@@ -438,8 +446,12 @@ impl Assembly {
     #[inline]
     fn process(&mut self, pool: &PacketPool, m: &RecvMeta) {
         if !self.run.running() {
-            // Between runs (`stop-run`): received and counted, not kept.
+            // Between runs (`stop-run`): received and counted, not kept;
+            // its module is heard all the same (health).
             self.between_runs += 1;
+            if let Some(module) = packet::module_of(*m.src.ip(), self.builder.config().relaxed_ip) {
+                self.health.heard(usize::from(module), m.arrival_ns);
+            }
             return;
         }
         let d = Datagram {
@@ -527,7 +539,7 @@ impl Assembly {
         self.log_modules();
         self.log_timeline(now);
         if let Some(c) = shared.board.take() {
-            self.execute(c, now);
+            self.execute(c, now, shared);
         }
         if now >= self.next_health_ns {
             self.next_health_ns = now + ops::SNAPSHOT_EVERY_NS;
@@ -638,25 +650,47 @@ impl Assembly {
         let watched = (0..packet::N_MODULES)
             .filter(|&m| h[m].watched)
             .fold(0u32, |a, m| a | 1 << m);
-        if c.went_silent != 0 && self.health.silent() == watched && watched.count_ones() > 1 {
-            info!(
-                modules = %builder::format_module_set(c.went_silent),
-                "camera silent: no datagram from any of its {} modules for {} (stopped?)",
-                watched.count_ones(),
-                human_ns(self.builder.config().module_timeout_ns)
-            );
-        } else {
-            for m in (0..packet::N_MODULES).filter(|m| c.went_silent & (1 << m) != 0) {
-                warn!(
-                    module = m,
-                    "module {m}: silent for {} (past --module-timeout {}; no longer waited for)",
-                    age(m),
-                    human_ns(self.builder.config().module_timeout_ns)
-                );
-            }
+        let timeout = human_ns(self.health.timeout_ns());
+        // Silences are said half a second late, so that a camera stopping
+        // over tens of milliseconds is one line, not one per module.
+        let silent_now = self.health.silent();
+        if c.went_silent != 0 && self.silence_pending == 0 {
+            self.silence_since = now;
         }
-        for m in (0..packet::N_MODULES).filter(|m| c.heard_again & (1 << m) != 0) {
-            info!(module = m, "module {m}: heard again");
+        // A silence heard again before it was said is said neither way.
+        let unsaid = self.silence_pending | c.went_silent;
+        let back = c.heard_again & !unsaid;
+        self.silence_pending = unsaid & silent_now;
+        if self.silence_pending != 0 && silent_now == watched && watched.count_ones() > 1 {
+            info!(
+                modules = %builder::format_module_set(watched),
+                "camera silent: no datagram from any of its {} modules for {timeout} (stopped?)",
+                watched.count_ones(),
+            );
+            self.silence_pending = 0;
+        } else if self.silence_pending != 0 && now >= self.silence_since + SILENCE_GROUPING_NS {
+            for m in (0..packet::N_MODULES).filter(|m| self.silence_pending & (1 << m) != 0) {
+                if h[m].last_heard_ns <= self.started_ns {
+                    warn!(
+                        module = m,
+                        "module {m}: not heard since the start (--modules names it)"
+                    );
+                } else {
+                    warn!(
+                        module = m,
+                        "module {m}: silent for {} (past --module-timeout {timeout}; no longer waited for)",
+                        age(m),
+                    );
+                }
+            }
+            self.silence_pending = 0;
+        }
+        if back.count_ones() > 3 {
+            info!(modules = %builder::format_module_set(back), "modules {} heard again", builder::format_module_set(back));
+        } else {
+            for m in (0..packet::N_MODULES).filter(|m| back & (1 << m) != 0) {
+                info!(module = m, "module {m}: heard again");
+            }
         }
         for m in (0..packet::N_MODULES).filter(|m| c.went_offset & (1 << m) != 0) {
             let o = h[m].offset_ns.unwrap_or(0);
@@ -678,7 +712,7 @@ impl Assembly {
     }
 
     /// Carries out a run-control command (from the control thread).
-    fn execute(&mut self, c: Command, now: u64) {
+    fn execute(&mut self, c: Command, now: u64, shared: &Shared) {
         let previous = self.run;
         // Every event of the run before goes out, and its dump is closed.
         if previous.running() {
@@ -690,6 +724,7 @@ impl Assembly {
         let done = match c {
             Command::StartRun { cfg, dump, done } => {
                 let run = cfg.run_number;
+                self.health.set_timeout(cfg.module_timeout_ns);
                 self.builder.start_run(*cfg);
                 self.dump = dump.map(|d| *d);
                 self.run = RunState::Running { run, since_ns: now };
@@ -713,8 +748,10 @@ impl Assembly {
                 previous.number()
             );
         }
-        // Published at once, so a status right after the reply shows it.
-        self.next_health_ns = now;
+        // Published before the reply, so a status right after it shows it.
+        if shared.board.wanted {
+            shared.board.publish(snapshot(self, shared, now));
+        }
         let _ = done.try_send(Done {
             previous,
             previous_events,
@@ -844,6 +881,9 @@ impl Assembly {
                 now,
             ),
             next_health_ns: now,
+            silence_pending: 0,
+            silence_since: 0,
+            started_ns: now,
         }
     }
 }
@@ -868,6 +908,8 @@ impl Daemon {
         // same --dump as an overwrite.
         let dump_stats = Arc::new(DumpStats::default());
         let dump = match &cfg.dump {
+            // Started without a run: the first file is the first run's.
+            Some(_) if cfg.start_stopped => None,
             Some(d) => {
                 // The helper's page-cache work goes to the build core.
                 let d = DumpConfig {
@@ -885,7 +927,7 @@ impl Daemon {
             _ => cfg.listen,
         };
         let now = clock::now_ns();
-        let dumping = dump.is_some();
+        let dumping = cfg.dump.is_some();
         let board = Arc::new(Board::new(cfg.metrics.is_some() || cfg.control.is_some()));
         // Bound before the stages start, so a refusal leaves nothing running.
         let http = match cfg.metrics {
@@ -964,15 +1006,15 @@ impl Daemon {
         let metrics_addr = http.as_ref().map(|h| h.addr());
         if let Some(h) = http {
             let (board, stop) = (board.clone(), shared.stop.clone());
-            ops_threads.push(
-                thread::Builder::new()
-                    .name("ssdaq-metrics".into())
-                    .spawn(move || {
-                        crate::cores::avoid_current(avoid);
-                        h.serve(&board, &stop)
-                    })
-                    .map_err(StartError::Io)?,
-            );
+            // Not joined at the end: a client holding a request must not
+            // hold up the daemon's stop.
+            thread::Builder::new()
+                .name("ssdaq-metrics".into())
+                .spawn(move || {
+                    crate::cores::avoid_current(avoid);
+                    h.serve(board, &stop)
+                })
+                .map_err(StartError::Io)?;
             let a = metrics_addr.expect("bound");
             info!("metrics: http://{a}/metrics (Prometheus), /status (JSON)");
             if !a.ip().is_loopback() {

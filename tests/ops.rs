@@ -258,8 +258,22 @@ fn status_json_and_bad_requests_over_http() {
     s.write_all(b"\x00\xff garbage\r\n\r\n").unwrap();
     drop(s);
     assert_eq!(get(&addr, "/metrics").0, 200);
+    // A body of 100 GB announced (tiny_http drained it into one buffer of
+    // that size: the daemon aborted), and one announced and never sent.
+    let mut huge = TcpStream::connect(&addr).unwrap();
+    huge.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
+        .unwrap();
+    let mut held = TcpStream::connect(&addr).unwrap();
+    held.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&addr, "/metrics").0, 200, "other scrapes are answered");
+    // The stop does not wait for the client that holds its request.
+    let t = Instant::now();
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop((huge, held));
 }
 
 /// The simulator's `--control` endpoint, from its log line.
@@ -337,6 +351,8 @@ fn a_module_stopped_through_the_simulator_is_unhealthy_within_its_timeout_and_he
     );
     let h = module_health(&addr, 2);
     assert_eq!(h["silent"], true);
+    // Said once the grouping of silences (half a second) has passed.
+    d.wait_for("module 2: silent for");
     assert_eq!(module_health(&addr, 1)["healthy"], true, "only module 2");
     let sent = sim_ctl(&ep, &["get", "sent"]);
     assert!(sent["sent"]["2"].as_u64().unwrap() < sent["sent"]["1"].as_u64().unwrap());
@@ -428,6 +444,16 @@ fn start_run_42_numbers_its_events_opens_a_dump_that_replays_to_exactly_them() {
     assert_eq!(code, 1, "{err}");
     let (code, _, _) = ctl("tcp://127.0.0.1:1", &["--timeout", "0.3", "status"]);
     assert_eq!(code, 3, "no daemon there: no reply");
+    // Two operators at once: each start-run gets its own number, and a
+    // stop-run right after a start-run is taken (never judged on a stale
+    // snapshot).
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| ctl_json(&ep, &["start-run"]));
+        let b = s.spawn(|| ctl_json(&ep, &["start-run"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_ne!(a["run"], b["run"], "{a} {b}");
+    assert_eq!(ctl_json(&ep, &["stop-run"])["ok"], true);
     let mut live = before;
     live.extend(receive(&mut sub, n42));
     assert!(
@@ -456,13 +482,19 @@ fn start_run_42_numbers_its_events_opens_a_dump_that_replays_to_exactly_them() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let replayed = std::fs::read(&out).unwrap();
     assert_eq!(replayed, live[30..].concat(), "replay of run 42's dump");
-    // Two files: the first run's and run 42's; nothing of the pause.
-    let files: Vec<_> = std::fs::read_dir(&dir)
+    // The first run's file, run 42's, and the two operators' runs 43 and
+    // 44; nothing of the pauses.
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "raw"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".raw"))
         .collect();
-    assert_eq!(files.len(), 2, "{files:?}");
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for run in ["run000042-", "run000043-", "run000044-"] {
+        assert!(files.iter().any(|f| f.contains(run)), "{run}: {files:?}");
+    }
 }
 
 #[test]
@@ -582,9 +614,12 @@ fn json_logs_are_one_object_per_line_with_module_numbers_as_fields() {
     for m in 0..3 {
         cam.send(m, 0);
     }
-    std::thread::sleep(Duration::from_millis(150));
-    for m in 0..2 {
-        cam.send(m, 1);
+    // Modules 0 and 1 go on for 1.5 s; module 2 falls silent.
+    for f in 1..=15 {
+        std::thread::sleep(Duration::from_millis(100));
+        for m in 0..2 {
+            cam.send(m, f);
+        }
     }
     d.wait_for("module 2: silent");
     assert_eq!(ctl_json(&ep, &["ping"])["pong"], true);

@@ -99,6 +99,15 @@ pub fn error(msg: impl Into<String>) -> Value {
 pub fn endpoint_from(s: &str) -> Result<String, String> {
     match s.parse::<u16>() {
         Ok(port) => Ok(format!("tcp://127.0.0.1:{port}")),
+        Err(_) if s.starts_with("tcp://") => {
+            // libzmq takes a port above 65535 modulo 65536: refuse it here.
+            let port = s.rsplit_once(':').map_or("", |(_, p)| p);
+            if port == "*" || port.parse::<u16>().is_ok() {
+                Ok(s.to_string())
+            } else {
+                Err(format!("`{s}`: `{port}` is not a port 0..65535 (or *)"))
+            }
+        }
         Err(_) if s.contains("://") => Ok(s.to_string()),
         Err(_) => Err(format!(
             "`{s}` is not a port or an endpoint, e.g. 5600 or tcp://127.0.0.1:5600"
@@ -136,7 +145,9 @@ impl Server {
         let setup = || -> Result<(), zmq::Error> {
             sock.set_linger(0)?;
             sock.set_sndtimeo(SEND_TIMEOUT_MS)?;
-            sock.set_maxmsgsize(MAX_REQUEST as i64 * 4)?;
+            // Larger than any request taken, so an oversized one is read
+            // and refused with a reply rather than dropping its client.
+            sock.set_maxmsgsize(1 << 20)?;
             sock.bind(endpoint)
         };
         setup().map_err(|e| match e {
@@ -243,6 +254,22 @@ mod tests {
             assert!(Request::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Request::parse(&vec![b'a'; MAX_REQUEST + 1]).is_err());
+    }
+
+    #[test]
+    fn endpoints_from_the_command_line() {
+        assert_eq!(endpoint_from("5600").unwrap(), "tcp://127.0.0.1:5600");
+        assert!(endpoint_from("tcp://127.0.0.1:*").is_ok());
+        assert!(endpoint_from("ipc:///tmp/x").is_ok());
+        for bad in [
+            "tcp://127.0.0.1:99999",
+            "tcp://127.0.0.1:",
+            "tcp://x",
+            "70000",
+            "x",
+        ] {
+            assert!(endpoint_from(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

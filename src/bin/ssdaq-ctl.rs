@@ -33,7 +33,7 @@ struct Cli {
     )]
     control: String,
     /// Seconds to wait for the reply.
-    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = ssdaq::cli::seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "6", value_parser = ssdaq::cli::seconds)]
     timeout: Duration,
     /// Print the reply as JSON.
     #[arg(long)]

@@ -44,6 +44,11 @@ pub struct Control {
     dump_stats: Arc<DumpStats>,
     /// The settings the next run starts with.
     next: BuilderConfig,
+    /// The run as the stages last said (every change goes through this
+    /// thread, so it is exact; a snapshot can be 100 ms old).
+    run: super::RunState,
+    /// `--dump` named a directory at the start: each run's file goes in it.
+    dump_dir: bool,
 }
 
 /// The keys of the builder's settings in a dump's info.
@@ -66,11 +71,25 @@ impl Control {
             helper_core: d.helper_core.or(cfg.cores.map(|c| c.1)),
             ..d.clone()
         });
+        let since_ns = crate::clock::now_ns();
+        let run = if cfg.start_stopped {
+            super::RunState::Stopped {
+                last_run: cfg.builder.run_number,
+                since_ns,
+            }
+        } else {
+            super::RunState::Running {
+                run: cfg.builder.run_number,
+                since_ns,
+            }
+        };
         Control {
+            dump_dir: dump.as_ref().is_some_and(|d| d.path.is_dir()),
             board,
             dump,
             dump_stats,
             next: cfg.builder.clone(),
+            run,
         }
     }
 
@@ -175,13 +194,9 @@ impl Control {
     }
 
     fn start_run(&mut self, n: Option<u64>) -> Result<Map<String, Value>, String> {
-        let snap = self
-            .board
-            .snapshot()
-            .ok_or("ssdaqd is starting: try again")?;
         let run = match n {
             Some(n) => n,
-            None => snap
+            None => self
                 .run
                 .number()
                 .checked_add(1)
@@ -193,6 +208,12 @@ impl Control {
         // The new file is made here, off the stages: a refusal (disk full,
         // name taken) changes nothing.
         let dump = match &self.dump {
+            Some(d) if self.dump_dir && !d.path.is_dir() => {
+                return Err(format!(
+                    "start-run {run}: the dump directory {} is gone; recreate it (nothing changed)",
+                    d.path.display()
+                ));
+            }
             Some(d) => {
                 let mut info = d.info.clone();
                 info.extend(cfg.to_pairs());
@@ -221,6 +242,10 @@ impl Control {
             },
             rx,
         )?;
+        self.run = super::RunState::Running {
+            run,
+            since_ns: crate::clock::now_ns(),
+        };
         let mut m = self.ended(done);
         m.insert("run".into(), json!(run));
         m.insert("dump".into(), json!(path));
@@ -228,18 +253,18 @@ impl Control {
     }
 
     fn stop_run(&mut self) -> Result<Map<String, Value>, String> {
-        let snap = self
-            .board
-            .snapshot()
-            .ok_or("ssdaqd is starting: try again")?;
-        if !snap.run.running() {
+        if !self.run.running() {
             return Err(format!(
                 "no run is recording (run {} ended); start one with start-run",
-                snap.run.number()
+                self.run.number()
             ));
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let done = self.ask(Command::StopRun { done: tx }, rx)?;
+        self.run = super::RunState::Stopped {
+            last_run: self.run.number(),
+            since_ns: crate::clock::now_ns(),
+        };
         Ok(self.ended(done))
     }
 

@@ -20,8 +20,9 @@ const SAMPLES: usize = 10;
 /// A module is persistently offset after this many samples in a row off
 /// by more than the tolerance, and in line again after as many within it.
 const OFFSET_SAMPLES: u8 = 3;
-/// The smallest offset tolerance.
-const MIN_OFFSET_TOLERANCE_NS: u64 = 1_000_000;
+/// The smallest offset tolerance: the estimate holds the arrival spread
+/// between modules (which send in turn), several ms on a loaded host.
+const MIN_OFFSET_TOLERANCE_NS: u64 = 10_000_000;
 
 /// One module's health.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -100,6 +101,25 @@ impl Health {
         }
     }
 
+    /// Module `m` was heard at `arrival_ns` although the builder did not
+    /// take the datagram (between runs).
+    pub fn heard(&mut self, m: usize, arrival_ns: u64) {
+        let h = &mut self.modules[m];
+        if arrival_ns > h.last_heard_ns {
+            h.last_heard_ns = arrival_ns;
+            h.watched = true;
+        }
+    }
+
+    /// `--module-timeout`, as the current run has it.
+    pub fn set_timeout(&mut self, ns: u64) {
+        self.timeout_ns = ns;
+    }
+
+    pub fn timeout_ns(&self) -> u64 {
+        self.timeout_ns
+    }
+
     pub fn modules(&self) -> &[ModuleHealth; N_MODULES] {
         &self.modules
     }
@@ -131,8 +151,11 @@ impl Health {
                 h.last_heard_ns = t;
                 h.watched = true;
             }
-            h.silent = h.watched && now_ns.saturating_sub(h.last_heard_ns) > self.timeout_ns;
             h.off_timeline = off & (1 << m) != 0;
+            // Off the timeline it is heard, only not built: not silent.
+            h.silent = h.watched
+                && !h.off_timeline
+                && now_ns.saturating_sub(h.last_heard_ns) > self.timeout_ns;
         }
         self.offsets(b);
         if self
@@ -243,8 +266,8 @@ impl Health {
     }
 
     /// How far module `m`'s clock may be from the camera's: a quarter of
-    /// its datagram period, at least 1 ms (the estimate holds the arrival
-    /// jitter between modules).
+    /// its datagram period, at least 10 ms (the estimate holds the arrival
+    /// spread between modules).
     pub fn tolerance_ns(&self, m: usize) -> u64 {
         self.tolerance[m]
     }

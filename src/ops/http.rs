@@ -14,7 +14,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -22,6 +22,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use tracing::warn;
 
 use super::{Board, Snapshot};
 use crate::metrics::BUCKETS_NS;
@@ -50,18 +51,57 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Answers requests until `stop`.
-    pub fn serve(self, board: &Board, stop: &AtomicBool) {
+    /// Answers requests until `stop`, each on its own short-lived thread
+    /// (at most [`MAX_HANDLERS`] at once), so a client that never reads
+    /// its reply holds only its own.
+    pub fn serve(self, board: Arc<Board>, stop: &AtomicBool) {
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let mut refused_log = crate::metrics::RateLimit::new(10_000_000_000);
         while !stop.load(Ordering::Relaxed) {
             let req = match self.server.recv_timeout(Duration::from_millis(100)) {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
                 Err(_) => continue,
             };
-            let _ = respond(req, board);
+            let big = req.body_length().is_some_and(|n| n > MAX_BODY);
+            if big || inflight.load(Ordering::Relaxed) >= MAX_HANDLERS {
+                // tiny_http drains an unread body on drop into one buffer of
+                // its declared size (a huge Content-Length aborted the
+                // process), and a reply can wait on the client forever: such
+                // a request is left unanswered, its connection unread.
+                if let Some(held) = refused_log.allow(crate::clock::now_ns()) {
+                    warn!(
+                        "metrics: left a request from {:?} unanswered ({}; {held} more not logged)",
+                        req.remote_addr(),
+                        if big {
+                            "a body over 64 KiB"
+                        } else {
+                            "too many requests at once"
+                        }
+                    );
+                }
+                std::mem::forget(req);
+                continue;
+            }
+            inflight.fetch_add(1, Ordering::Relaxed);
+            let (board, done) = (board.clone(), inflight.clone());
+            let spawned = std::thread::Builder::new()
+                .name("ssdaq-metrics-req".into())
+                .spawn(move || {
+                    let _ = respond(req, &board);
+                    done.fetch_sub(1, Ordering::Relaxed);
+                });
+            if spawned.is_err() {
+                inflight.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
+
+/// The largest request body read (a scrape has none).
+const MAX_BODY: usize = 64 << 10;
+/// Requests answered at once; more are left unanswered.
+const MAX_HANDLERS: usize = 32;
 
 fn respond(req: tiny_http::Request, board: &Board) -> std::io::Result<()> {
     use tiny_http::{Header, Method, Response};

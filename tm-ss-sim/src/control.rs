@@ -27,6 +27,8 @@ use ssdaq_wire::packet::{N_MODULES, format_module_set, parse_module_set};
 
 /// The most datagrams per second per module `rate` takes.
 pub const MAX_RATE: f64 = 100_000.0;
+/// The fewest: a frame every 100 s.
+pub const MIN_RATE: f64 = 0.01;
 
 /// What a running simulation can be told; shared with the sending loop.
 #[derive(Debug)]
@@ -63,6 +65,11 @@ impl Live {
     pub fn rate(&self) -> f64 {
         f64::from_bits(self.rate_bits.load(Ordering::Relaxed))
     }
+    /// A rate change waits to be taken.
+    pub fn rate_pending(&self) -> bool {
+        self.rate_changed.load(Ordering::Relaxed)
+    }
+
     /// The new rate, once, if it changed since the last call.
     pub fn take_rate_change(&self) -> Option<f64> {
         self.rate_changed
@@ -125,8 +132,10 @@ impl Live {
                 let v: f64 = hz
                     .parse()
                     .ok()
-                    .filter(|v: &f64| *v > 0.0 && *v <= MAX_RATE)
-                    .ok_or_else(|| format!("rate: `{hz}` is not a rate in (0, {MAX_RATE}] Hz"))?;
+                    .filter(|v: &f64| (MIN_RATE..=MAX_RATE).contains(v))
+                    .ok_or_else(|| {
+                        format!("rate: `{hz}` is not a rate in {MIN_RATE}..={MAX_RATE} Hz")
+                    })?;
                 self.rate_bits.store(v.to_bits(), Ordering::Relaxed);
                 self.rate_changed.store(true, Ordering::Relaxed);
                 Ok(field("rate", json!(v)))

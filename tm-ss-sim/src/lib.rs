@@ -1705,15 +1705,26 @@ impl Foreign {
     }
 }
 
-/// Sleeps until the wall clock reaches `t_ns`; false if `stop` was set first.
-fn sleep_until(t_ns: u64, stop: &AtomicBool) -> bool {
+/// Why [`sleep_until_or`] returned.
+enum Wake {
+    Due,
+    Stopped,
+    Interrupted,
+}
+
+/// Sleeps until the wall clock reaches `t_ns` (never longer than
+/// `MAX_SLEEP` at a time), returning early on `stop` or when `interrupt` says so.
+fn sleep_until_or(t_ns: u64, stop: &AtomicBool, interrupt: impl Fn() -> bool) -> Wake {
     loop {
         if stop.load(Ordering::Relaxed) {
-            return false;
+            return Wake::Stopped;
+        }
+        if interrupt() {
+            return Wake::Interrupted;
         }
         let now = now_ns();
         if now >= t_ns {
-            return true;
+            return Wake::Due;
         }
         std::thread::sleep(Duration::from_nanos(t_ns - now).min(MAX_SLEEP));
     }
@@ -1739,7 +1750,8 @@ fn run_paced(
         ctx.start_ns
             .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     });
-    for f in 0.. {
+    let mut f = 0;
+    loop {
         if cfg.count.is_some_and(|c| f >= c) {
             break;
         }
@@ -1750,10 +1762,19 @@ fn run_paced(
             ctx.g0 = (ctx.grid.frame_at(now_ns()) + 1).saturating_sub(f);
         }
         let due = ctx.grid.last_ts(ctx.g0 + f);
-        if end_ns.is_some_and(|end| due > end)
-            || !sleep_until(due.saturating_add(cfg.send_delay_ns(ctx.g0 + f)), stop)
-        {
+        if end_ns.is_some_and(|end| due > end) {
             break;
+        }
+        // A rate change wakes the wait: the next frame is due on the new clock.
+        let changed = || live.is_some_and(control::Live::rate_pending);
+        match sleep_until_or(
+            due.saturating_add(cfg.send_delay_ns(ctx.g0 + f)),
+            stop,
+            changed,
+        ) {
+            Wake::Due => {}
+            Wake::Interrupted => continue,
+            Wake::Stopped => break,
         }
         for (i, m) in mods.iter_mut().enumerate() {
             if let Some(l) = live {
@@ -1772,6 +1793,7 @@ fn run_paced(
         }
         // What the first module's datagram looked like: camera-like content.
         foreign.frame(f, mods[0].cache.as_bytes(), first_error);
+        f += 1;
     }
 }
 

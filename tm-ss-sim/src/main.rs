@@ -39,7 +39,7 @@ struct Cli {
     #[arg(long, value_name = "M", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=31))]
     first_module: u8,
     /// Datagrams per second per module (in flood mode: the spacing of the virtual clock).
-    #[arg(long, value_name = "R", default_value_t = sim::DEFAULT_RATE, value_parser = positive_f64)]
+    #[arg(long, value_name = "R", default_value_t = sim::DEFAULT_RATE, value_parser = rate)]
     rate: f64,
     /// Readouts per datagram.
     #[arg(long, value_name = "K", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=sim::MAX_READOUTS as i64))]
@@ -175,7 +175,7 @@ fn ctl(args: impl Iterator<Item = String>) -> ExitCode {
         command: cli.command[0].clone(),
         args: cli.command[1..].to_vec(),
     };
-    match request(&cli.control, &req, Duration::from_secs(5)) {
+    match request(&cli.control, &req, Duration::from_secs(3)) {
         Ok(r) if r["ok"] == true => {
             println!("{r}");
             ExitCode::SUCCESS
@@ -218,6 +218,18 @@ fn restart(s: &str) -> Result<(u8, f64), String> {
     let m = m.parse().map_err(|e| format!("module '{m}': {e}"))?;
     let t = t.parse().map_err(|e| format!("time '{t}': {e}"))?;
     Ok((m, t))
+}
+
+/// `--rate`: at least [`sim::control::MIN_RATE`] (a frame every 100 s).
+fn rate(s: &str) -> Result<f64, String> {
+    let v = positive_f64(s)?;
+    if v < sim::control::MIN_RATE {
+        return Err(format!(
+            "must be at least {} (a frame every 100 s), got {v}",
+            sim::control::MIN_RATE
+        ));
+    }
+    Ok(v)
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
