@@ -961,6 +961,11 @@ impl Daemon {
             backend,
             rcvbuf,
         });
+        // A first snapshot before anything runs: a scrape never finds none.
+        if board.wanted {
+            let a = shared.lock();
+            board.publish(snapshot(&a, &shared, now));
+        }
         let (to_build, from_recv) = rtrb::RingBuffer::<RecvMeta>::new(cfg.buffers);
         let (to_recv, from_build) = rtrb::RingBuffer::<BufId>::new(cfg.buffers);
         let (core_recv, core_build) = cfg.cores.unzip();

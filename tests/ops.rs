@@ -769,6 +769,7 @@ fn ssdaq_listen_camera_draws_the_image_with_the_dead_module_marked() {
 fn a_drain_under_a_storm_of_scrapes_loses_nothing() {
     let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0", "--modules", "0-31"]);
     let addr = metrics_addr(&mut d);
+    assert_eq!(get(&addr, "/metrics").0, 200, "a snapshot from the start");
     // A stalled daemon, 16 000 datagrams waiting in its socket.
     d.signal(libc::SIGSTOP);
     let sim = Command::new(bin("tm-ss-sim"))

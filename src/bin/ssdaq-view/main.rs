@@ -289,6 +289,38 @@ fn serve(
         "/" | "/index.html" => {
             req.respond(Response::from_string(PAGE).with_header(h("text/html; charset=utf-8")))
         }
+        // `/?wait=N` loads an image from here that comes once the page has
+        // drawn N frames (at most 15 s): a headless browser's screenshot,
+        // taken at the load event, then shows a drawn camera.
+        "/drawn" => {
+            let n: u64 = req
+                .url()
+                .split("n=")
+                .nth(1)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(1);
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < until {
+                    let r = shared
+                        .report
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone();
+                    let frames = serde_json::from_str::<Value>(&r)
+                        .ok()
+                        .and_then(|v| v["frames"].as_u64())
+                        .unwrap_or(0);
+                    if frames >= n {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = req.respond(Response::from_string("").with_status_code(204));
+            });
+            Ok(())
+        }
         "/report" if *req.method() == tiny_http::Method::Post => {
             let mut body = String::new();
             let ok = std::io::Read::take(req.as_reader(), 64 << 10)
