@@ -521,15 +521,7 @@ fn scraped_drain(n: u64, scrapers: usize) -> (Drain, u64) {
     ])
     .args(DRAIN_TIMEOUTS);
     let mut d = Ssdaqd::spawn(cmd);
-    let line = d.wait_for("metrics: http://");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = d.metrics_addr();
     d.signal(libc::SIGSTOP);
     flood(d.port, n);
     std::thread::sleep(Duration::from_millis(50));

@@ -10,7 +10,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,14 +32,6 @@ fn cpu_ns(c: &Child) -> u64 {
                 .unwrap_or(0)
         })
         .sum()
-}
-
-fn get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    r.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -104,10 +96,10 @@ fn main() {
             .spawn()
             .expect("chromium");
         std::thread::sleep(Duration::from_secs(2));
-        let f0: serde_json::Value = serde_json::from_str(&get(&addr, "/report")).unwrap();
+        let f0: serde_json::Value = serde_json::from_str(&http_get(&addr, "/report").1).unwrap();
         let (v0, l0, t0) = (cpu_ns(&view), cpu_ns(&listen), Instant::now());
         std::thread::sleep(Duration::from_secs(SECS));
-        let f1: serde_json::Value = serde_json::from_str(&get(&addr, "/report")).unwrap();
+        let f1: serde_json::Value = serde_json::from_str(&http_get(&addr, "/report").1).unwrap();
         let dt = t0.elapsed().as_secs_f64();
         let (v1, l1) = (cpu_ns(&view), cpu_ns(&listen));
         let frames = f1["page"]["frames"].as_f64().unwrap_or(0.0)

@@ -713,15 +713,7 @@ fn a_live_file_carries_the_daemons_settings_asked_for_over_its_control_endpoint(
         "--run-number",
         "12",
     ]);
-    let ep = d
-        .wait_for("control: tcp://")
-        .split("control: ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let ep = d.control_endpoint();
     let mut w = writer(
         &[
             file.to_str().unwrap(),

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,21 +14,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use ssdaq::event::EventView;
 
-/// `GET path` from `addr`: (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let status = r.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = r.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (status, body)
-}
-
 /// A scrape, parsed by the `prometheus-parse` crate: value by name and labels.
 fn scrape(addr: &str) -> HashMap<String, f64> {
-    let (status, body) = get(addr, "/metrics");
+    let (status, body) = http_get(addr, "/metrics");
     assert_eq!(status, 200, "{body}");
     let lines = body.lines().map(|l| Ok(l.to_string()));
     let s = prometheus_parse::Scrape::parse(lines).expect("the scrape parses");
@@ -60,28 +48,6 @@ fn scrape(addr: &str) -> HashMap<String, f64> {
     out
 }
 
-fn metrics_addr(d: &mut Ssdaqd) -> String {
-    let line = d.wait_for("metrics: http://");
-    line.split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn control_endpoint(d: &mut Ssdaqd) -> String {
-    let line = d.wait_for("control: tcp://");
-    line.split("control: ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// `ssdaq-ctl --control ep ARGS…`: (exit code, stdout, stderr).
 fn ctl(ep: &str, args: &[&str]) -> (i32, String, String) {
     let o = Command::new(bin("ssdaq-ctl"))
@@ -107,7 +73,7 @@ fn ctl_json(ep: &str, args: &[&str]) -> serde_json::Value {
 #[test]
 fn a_scrape_under_load_parses_and_its_counters_equal_the_summary_at_stop() {
     let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0"]);
-    let addr = metrics_addr(&mut d);
+    let addr = d.metrics_addr();
     let _sub = d.subscribe();
     // 8 modules at 20× the camera's rate, with refused and duplicate
     // datagrams in the mix, while 6 clients scrape as fast as they can.
@@ -167,7 +133,7 @@ fn a_scrape_under_load_parses_and_its_counters_equal_the_summary_at_stop() {
         assert!(Instant::now() < deadline, "the counters never settled");
     };
     // The latency histogram is exported in its buckets.
-    let (status, body) = get(&addr, "/metrics");
+    let (status, body) = http_get(&addr, "/metrics");
     assert_eq!(status, 200);
     for le in ["1e-06", "0.001", "1", "+Inf"] {
         assert!(
@@ -238,7 +204,7 @@ fn a_scrape_under_load_parses_and_its_counters_equal_the_summary_at_stop() {
 #[test]
 fn status_json_and_bad_requests_over_http() {
     let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0"]);
-    let addr = metrics_addr(&mut d);
+    let addr = d.metrics_addr();
     let cam = Camera::new(4, d.port);
     for f in 0..3 {
         for m in 0..4 {
@@ -246,18 +212,18 @@ fn status_json_and_bad_requests_over_http() {
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (status, body) = get(&addr, "/status");
+    let (status, body) = http_get(&addr, "/status");
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["run"]["state"], "running");
     assert_eq!(v["stats"]["accepted"], 12);
     assert_eq!(v["modules"].as_array().unwrap().len(), 4);
-    assert_eq!(get(&addr, "/nothing").0, 404);
+    assert_eq!(http_get(&addr, "/nothing").0, 404);
     // Garbage on the socket: the server answers the next request all the same.
     let mut s = TcpStream::connect(&addr).unwrap();
     s.write_all(b"\x00\xff garbage\r\n\r\n").unwrap();
     drop(s);
-    assert_eq!(get(&addr, "/metrics").0, 200);
+    assert_eq!(http_get(&addr, "/metrics").0, 200);
     // A body of 100 GB announced (tiny_http drained it into one buffer of
     // that size: the daemon aborted), and one announced and never sent.
     let mut huge = TcpStream::connect(&addr).unwrap();
@@ -267,7 +233,11 @@ fn status_json_and_bad_requests_over_http() {
     held.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(get(&addr, "/metrics").0, 200, "other scrapes are answered");
+    assert_eq!(
+        http_get(&addr, "/metrics").0,
+        200,
+        "other scrapes are answered"
+    );
     // The stop does not wait for the client that holds its request.
     let t = Instant::now();
     let (status, log) = d.stop();
@@ -315,7 +285,7 @@ fn sim_ctl(ep: &str, args: &[&str]) -> serde_json::Value {
 }
 
 fn module_health(addr: &str, m: u64) -> serde_json::Value {
-    let (_, body) = get(addr, "/status");
+    let (_, body) = http_get(addr, "/status");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["modules"]
         .as_array()
@@ -329,7 +299,7 @@ fn module_health(addr: &str, m: u64) -> serde_json::Value {
 #[test]
 fn a_module_stopped_through_the_simulator_is_unhealthy_within_its_timeout_and_healthy_after() {
     let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0", "--module-timeout", "0.5"]);
-    let addr = metrics_addr(&mut d);
+    let addr = d.metrics_addr();
     let (mut sim, ep) = start_sim(d.port, 4, &["--rate", "50"]);
     d.wait_for("modules heard from");
     std::thread::sleep(Duration::from_millis(300));
@@ -392,7 +362,7 @@ fn start_run_42_numbers_its_events_opens_a_dump_that_replays_to_exactly_them() {
         "--run-number",
         "7",
     ]);
-    let ep = control_endpoint(&mut d);
+    let ep = d.control_endpoint();
     let mut sub = d.subscribe();
     let cam = Camera::new(32, d.port);
     let send = |frames: std::ops::Range<u64>| {
@@ -529,12 +499,12 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         "--dump",
         tmpdir("rules").to_str().unwrap(),
     ]);
-    let addr = metrics_addr(&mut d);
+    let addr = d.metrics_addr();
     let cam = Camera::new(2, d.port);
     cam.send(0, 0);
     cam.send(1, 0);
     std::thread::sleep(Duration::from_millis(300));
-    let (_, body) = get(&addr, "/metrics");
+    let (_, body) = http_get(&addr, "/metrics");
     // Every metric the rules and the Grafana dashboard use is one ssdaqd
     // exports (a histogram's `_bucket` series included).
     let rules = std::fs::read_to_string(dir.join("ssdaq-alerts.yml")).unwrap();
@@ -650,7 +620,7 @@ fn ssdaq_top_renders_the_camera_and_its_rate_in_80_by_24_under_tmux() {
         panic!("tmux is needed (Debian: apt-get install tmux; tools/test does as root)");
     }
     let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0"]);
-    let addr = metrics_addr(&mut d);
+    let addr = d.metrics_addr();
     // 32 modules, one dead, at twice the camera's rate.
     let mut sim = Command::new(bin("tm-ss-sim"))
         .args([
@@ -768,8 +738,12 @@ fn ssdaq_listen_camera_draws_the_image_with_the_dead_module_marked() {
 #[test]
 fn a_drain_under_a_storm_of_scrapes_loses_nothing() {
     let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0", "--modules", "0-31"]);
-    let addr = metrics_addr(&mut d);
-    assert_eq!(get(&addr, "/metrics").0, 200, "a snapshot from the start");
+    let addr = d.metrics_addr();
+    assert_eq!(
+        http_get(&addr, "/metrics").0,
+        200,
+        "a snapshot from the start"
+    );
     // A stalled daemon, 16 000 datagrams waiting in its socket.
     d.signal(libc::SIGSTOP);
     let sim = Command::new(bin("tm-ss-sim"))

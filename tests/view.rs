@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,29 +19,12 @@ impl Drop for Reaped {
     }
 }
 
-fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    r.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()
-}
-
 #[test]
 fn the_browser_page_draws_the_live_camera_with_the_dead_module_marked() {
     let chromium = std::env::var("SSDAQ_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let dir = tmpdir("view");
     let mut d = Ssdaqd::start(&["--metrics", "127.0.0.1:0"]);
-    let metrics = d
-        .wait_for("metrics: http://")
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let metrics = d.metrics_addr();
     let view = Command::new(bin("ssdaq-view"))
         .args(["--sub", &d.endpoint, "--http", "127.0.0.1:0"])
         .args(["--daemon-status", &format!("http://{metrics}")])
@@ -94,7 +76,7 @@ fn the_browser_page_draws_the_live_camera_with_the_dead_module_marked() {
     // What the page said it drew (it reports once a second).
     let deadline = Instant::now() + Duration::from_secs(10);
     let report = loop {
-        let r: serde_json::Value = serde_json::from_str(&get(&addr, "/report")).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&http_get(&addr, "/report").1).unwrap();
         if r["page"]["frames"].as_u64().unwrap_or(0) >= 3 {
             break r;
         }

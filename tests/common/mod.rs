@@ -10,7 +10,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -145,6 +145,30 @@ impl Ssdaqd {
         d.port = addr.parse::<SocketAddr>().unwrap().port();
         d.endpoint = line.rsplit(" on ").next().unwrap().trim().to_string();
         d
+    }
+
+    /// Where `--metrics` serves (`HOST:PORT`), from the daemon's log.
+    pub fn metrics_addr(&mut self) -> String {
+        let line = self.wait_for("metrics: http://");
+        line.split("http://")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The `--control` endpoint, from the daemon's (text) log.
+    pub fn control_endpoint(&mut self) -> String {
+        let line = self.wait_for("control: tcp://");
+        line.split("control: ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     }
 
     /// Waits for a log line containing `needle` and returns it.
@@ -402,4 +426,16 @@ pub fn assert_missing(v: &EventView<'_>, m: u8) {
     if let Some(t) = v.module_timestamps(m as usize) {
         assert_eq!(t, (0, 0), "event {} module {m} timestamps", v.number());
     }
+}
+
+/// `GET path` from `addr` over HTTP/1.0: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let status = r.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = r.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
 }
